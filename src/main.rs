@@ -1,0 +1,1 @@
+fn main() { println!("{}", fulcrum::version::long_version()); }
