@@ -9,6 +9,7 @@ const MIN_DPDK: &str = "22.11";
 fn main() {
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/helpers.c");
 
     let lib = match pkg_config::Config::new()
         .atleast_version(MIN_DPDK)
@@ -17,7 +18,9 @@ fn main() {
     {
         Ok(lib) => lib,
         Err(e) => {
-            eprintln!("error: libdpdk >= {MIN_DPDK} not found by pkg-config ({e}); run scripts/setup.sh");
+            eprintln!(
+                "error: libdpdk >= {MIN_DPDK} not found by pkg-config ({e}); run scripts/setup.sh"
+            );
             panic!("libdpdk >= {MIN_DPDK} not found: run scripts/setup.sh");
         }
     };
@@ -70,6 +73,7 @@ fn main() {
     let mut build = cc::Build::new();
     build
         .file(wrappers.with_extension("c"))
+        .file("src/helpers.c")
         .include(env::current_dir().expect("cwd"))
         .warnings(false)
         .flag_if_supported("-Wno-deprecated-declarations");

@@ -1,1 +1,28 @@
-//! placeholder
+//! The safe layer over DPDK: the only place above `dpdk-sys` with `unsafe`.
+//!
+//! Everything the data plane touches is a safe type here:
+//! - [`Eal`]: the environment, started once per process.
+//! - [`Mempool`] and [`Mbuf`]: packet buffers, owned, freed on drop, never shared between threads.
+//! - [`Batch`]: a fixed-capacity burst on the stack; no allocation per burst.
+//! - [`Port`], [`RxQueue`], [`TxQueue`]: a NIC and the queues one worker owns.
+//! - [`lcore`]: launching workers on their lcores; [`clock`]: the TSC.
+//!
+//! Ownership rule for transmit: `TxQueue::tx_burst` moves the mbufs the PMD accepted out of
+//! the batch; what it did not accept stays in the batch, still owned by the caller. No mbuf can
+//! be both sent and freed.
+
+mod batch;
+pub mod clock;
+mod eal;
+mod error;
+pub mod lcore;
+mod mbuf;
+mod mempool;
+mod port;
+
+pub use batch::{Batch, BURST};
+pub use eal::{eal_args_with_devices, Eal};
+pub use error::DpdkError;
+pub use mbuf::Mbuf;
+pub use mempool::Mempool;
+pub use port::{LinkStatus, Port, PortConfig, PortStats, RxQueue, TxQueue};

@@ -1,0 +1,3 @@
+//! The command-line interface: subcommands that need no running daemon live here.
+
+pub mod maglev;

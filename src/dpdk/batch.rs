@@ -1,0 +1,151 @@
+use std::mem::MaybeUninit;
+
+use super::Mbuf;
+
+/// The burst size fulcrum's workers use.
+pub const BURST: usize = 32;
+
+/// A fixed-capacity burst of owned mbufs, kept on the stack: receiving and transmitting a
+/// burst allocates nothing. Dropping a batch frees the mbufs still in it.
+pub struct Batch<const N: usize = BURST> {
+    slots: [MaybeUninit<Mbuf>; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for Batch<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Batch<N> {
+    pub const CAPACITY: usize = N;
+
+    /// An empty batch.
+    #[inline]
+    pub fn new() -> Self {
+        Batch {
+            slots: [const { MaybeUninit::uninit() }; N],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.len == N
+    }
+
+    /// Free slots left.
+    #[inline]
+    pub fn room(&self) -> usize {
+        N - self.len
+    }
+
+    /// Adds an mbuf; gives it back when the batch is full.
+    #[inline]
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.len == N {
+            return Err(m);
+        }
+        self.slots[self.len].write(m);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Removes the last mbuf.
+    #[inline]
+    pub fn pop(&mut self) -> Option<Mbuf> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        // SAFETY: slots[..len] are initialised; slot `len` was initialised and is now outside
+        // the live range, so it is read exactly once.
+        Some(unsafe { self.slots[self.len].assume_init_read() })
+    }
+
+    /// The mbufs in the batch.
+    #[inline]
+    pub fn as_slice(&self) -> &[Mbuf] {
+        // SAFETY: slots[..len] are initialised, and MaybeUninit<Mbuf> has Mbuf's layout.
+        unsafe { std::slice::from_raw_parts(self.slots.as_ptr() as *const Mbuf, self.len) }
+    }
+
+    /// The mbufs in the batch, mutable.
+    #[inline]
+    pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {
+        // SAFETY: as in as_slice; &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.slots.as_mut_ptr() as *mut Mbuf, self.len) }
+    }
+
+    /// Frees every mbuf in the batch.
+    pub fn clear(&mut self) {
+        while let Some(m) = self.pop() {
+            drop(m);
+        }
+    }
+
+    /// Moves every mbuf out, in order, into `f`.
+    #[inline]
+    pub fn drain_into(&mut self, mut f: impl FnMut(Mbuf)) {
+        let n = self.len;
+        self.len = 0;
+        for slot in &mut self.slots[..n] {
+            // SAFETY: slots[..n] were initialised; len was set to 0 first, so each is read
+            // exactly once even if f panics.
+            f(unsafe { slot.assume_init_read() });
+        }
+    }
+
+    /// Raw pointer to the first free slot, for rx_burst to fill.
+    #[inline]
+    pub(crate) fn spare_ptr(&mut self) -> *mut *mut dpdk_sys::rte_mbuf {
+        // Mbuf is repr(transparent) over NonNull<rte_mbuf>, which has the layout of *mut.
+        self.slots[self.len..].as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf
+    }
+
+    /// Records that rx_burst initialised `n` more slots.
+    ///
+    /// # Safety
+    /// The `n` slots after the current length must now hold valid, exclusively owned mbufs.
+    #[inline]
+    pub(crate) unsafe fn assume_filled(&mut self, n: usize) {
+        debug_assert!(self.len + n <= N);
+        self.len += n;
+    }
+
+    /// Raw pointer to the first mbuf, for tx_burst.
+    #[inline]
+    pub(crate) fn as_raw_ptr(&mut self) -> *mut *mut dpdk_sys::rte_mbuf {
+        self.slots.as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf
+    }
+
+    /// Forgets the first `n` mbufs (now owned by the PMD) and moves the rest to the front.
+    ///
+    /// # Safety
+    /// Ownership of the first `n` mbufs must have passed elsewhere (tx_burst accepted them).
+    #[inline]
+    pub(crate) unsafe fn forget_front(&mut self, n: usize) {
+        let n = n.min(self.len);
+        let rest = self.len - n;
+        // SAFETY (of the copy): both ranges lie inside slots; ptr::copy handles overlap.
+        std::ptr::copy(self.slots.as_ptr().add(n), self.slots.as_mut_ptr(), rest);
+        self.len = rest;
+    }
+}
+
+impl<const N: usize> Drop for Batch<N> {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
