@@ -4,12 +4,23 @@
 //! `dpdk` (rx, the only unsafe layer) -> `wire` (parse) -> `classify` (VIP) ->
 //! `conntrack` -> `maglev` (select) -> `encap` -> `dpdk` (tx).
 
+pub mod addr;
+pub mod bench;
+pub mod classify;
+pub mod cli;
 pub mod config;
 pub mod conntrack;
+pub mod dataplane;
 pub mod dpdk;
 pub mod encap;
 pub mod flow;
+pub mod handle;
+pub mod icmp_reply;
 pub mod maglev;
 pub mod packet;
+pub mod pipeline;
+pub mod snapshot;
+pub mod stats;
 pub mod version;
 pub mod wire;
+pub mod worker;

@@ -1,1 +1,115 @@
-fn main() { println!("{}", fulcrum::version::long_version()); }
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use fulcrum::cli::{BenchArgs, Cli, Command, RunArgs};
+use fulcrum::stats::Totals;
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    init_logging();
+    let config = match fulcrum::config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fulcrum: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!("{}: configuration OK", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("fulcrum: cannot handle signal {sig}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let (dataplane, mut handle) = match fulcrum::dataplane::start(&config) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("fulcrum: cannot start the data plane: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(
+        "running: {} port(s), {} worker(s), {} VIP(s)",
+        handle.ports.len(),
+        handle.workers.len(),
+        config.vips.len()
+    );
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        for h in &mut handle.histograms {
+            h.collect();
+        }
+        handle.publisher.reclaim();
+    }
+    tracing::info!("stopping");
+    let workers = handle.workers.clone();
+    drop(handle);
+    let in_use = dataplane.shutdown();
+    let mut totals = serde_json::to_value(Totals::of(&workers)).unwrap_or_default();
+    totals["mempool_in_use_at_exit"] = in_use.into();
+    match serde_json::to_string(&totals) {
+        Ok(j) => println!("{j}"),
+        Err(e) => eprintln!("fulcrum: cannot print the final counters: {e}"),
+    }
+    ExitCode::SUCCESS
+}
+
+fn bench(args: &BenchArgs) -> ExitCode {
+    init_logging();
+    let config = match fulcrum::config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fulcrum: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match fulcrum::bench::run(
+        &config,
+        Duration::from_secs_f64(args.warmup),
+        Duration::from_secs_f64(args.seconds),
+    ) {
+        Ok(r) if args.json => match serde_json::to_string(&r) {
+            Ok(j) => {
+                println!("{j}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fulcrum: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Ok(r) => {
+            print!("{}", r.render());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fulcrum: cannot start the data plane: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Run(args) => run(args),
+        Command::Bench(args) => bench(args),
+    }
+}

@@ -29,6 +29,9 @@ pub trait PacketBuf {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Hints that the packet's first bytes will be read soon. A no-op by default.
+    #[inline]
+    fn prefetch(&self) {}
 }
 
 /// A heap-backed packet with headroom, the same shape as an mbuf (default 128 bytes of

@@ -11,3 +11,9 @@ pub const DPDK_VERSION: &str = env!("FULCRUM_DPDK_VERSION");
 pub fn long_version() -> String {
     format!("{FULCRUM_VERSION} (git {GIT_REVISION}, DPDK {DPDK_VERSION})")
 }
+
+/// [`long_version`] with a `'static` lifetime, for clap.
+pub fn long_version_static() -> &'static str {
+    static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    V.get_or_init(long_version)
+}

@@ -98,8 +98,6 @@ fn ring_loopback_bytes_and_mbuf_accounting() {
             }
         }
         assert_eq!(pool.available(), size, "no leak, no double free");
-        drop(rx);
-        drop(tx);
         drop(port);
     }
     assert_eq!(pool.available(), size);

@@ -35,10 +35,7 @@ extern "C" fn trampoline(arg: *mut c_void) -> c_int {
     // SAFETY: arg is the Box<Job> leaked by `launch`, handed to exactly one lcore, which
     // takes it back here exactly once.
     let job: Box<Job> = unsafe { Box::from_raw(arg as *mut Job) };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)) {
-        Ok(code) => code,
-        Err(_) => -1,
-    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).unwrap_or(-1)
 }
 
 /// Runs `job` on worker lcore `lcore`. The job's return value is collected by [`wait`].

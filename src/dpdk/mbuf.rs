@@ -116,6 +116,11 @@ impl Mbuf {
 
 impl PacketBuf for Mbuf {
     #[inline]
+    fn prefetch(&self) {
+        self.prefetch_data();
+    }
+
+    #[inline]
     fn data(&self) -> &[u8] {
         let m = self.m();
         // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's buffer (an mbuf

@@ -25,4 +25,4 @@ pub use eal::{eal_args_with_devices, Eal};
 pub use error::DpdkError;
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
-pub use port::{LinkStatus, Port, PortConfig, PortStats, RxQueue, TxQueue};
+pub use port::{port_stats, LinkStatus, Port, PortConfig, PortStats, RxQueue, TxQueue};

@@ -75,6 +75,27 @@ pub struct PortStats {
     pub rx_nombuf: u64,
 }
 
+/// The basic counters of port `id` (callable from any thread; DPDK's stats read is
+/// thread-safe for the basic counters).
+pub fn port_stats(id: u16) -> Result<PortStats, DpdkError> {
+    let mut s = dpdk_sys::rte_eth_stats::default();
+    // SAFETY: valid out-pointer; an invalid id is reported by the return value.
+    let ret = unsafe { dpdk_sys::rte_eth_stats_get(id, &mut s) };
+    if ret != 0 {
+        return Err(DpdkError::from_ret("rte_eth_stats_get", ret));
+    }
+    Ok(PortStats {
+        ipackets: s.ipackets,
+        opackets: s.opackets,
+        ibytes: s.ibytes,
+        obytes: s.obytes,
+        imissed: s.imissed,
+        ierrors: s.ierrors,
+        oerrors: s.oerrors,
+        rx_nombuf: s.rx_nombuf,
+    })
+}
+
 /// An Ethernet port: configured, started, and handing out its queues once each.
 pub struct Port {
     id: u16,
@@ -148,7 +169,8 @@ impl Port {
         if let Some(mtu) = cfg.mtu {
             // SAFETY: plain call on a configured port.
             let ret = unsafe { dpdk_sys::rte_eth_dev_set_mtu(id, mtu) };
-            if ret != 0 {
+            // Some virtual devices (pcap, ring, null) have no MTU to set; that is fine.
+            if ret != 0 && ret != -libc::ENOTSUP && ret != -libc::EOPNOTSUPP {
                 return Err(DpdkError::from_ret("rte_eth_dev_set_mtu", ret));
             }
         }
@@ -288,22 +310,18 @@ impl Port {
     }
 
     pub fn stats(&self) -> Result<PortStats, DpdkError> {
-        let mut s = dpdk_sys::rte_eth_stats::default();
-        // SAFETY: valid out-pointer.
-        let ret = unsafe { dpdk_sys::rte_eth_stats_get(self.id, &mut s) };
+        port_stats(self.id)
+    }
+
+    /// Sets the port's MAC address.
+    pub fn set_mac(&self, mac: [u8; 6]) -> Result<(), DpdkError> {
+        let mut addr = dpdk_sys::rte_ether_addr { addr_bytes: mac };
+        // SAFETY: addr is a valid rte_ether_addr for the duration of the call.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_default_mac_addr_set(self.id, &mut addr) };
         if ret != 0 {
-            return Err(DpdkError::from_ret("rte_eth_stats_get", ret));
+            return Err(DpdkError::from_ret("rte_eth_dev_default_mac_addr_set", ret));
         }
-        Ok(PortStats {
-            ipackets: s.ipackets,
-            opackets: s.opackets,
-            ibytes: s.ibytes,
-            obytes: s.obytes,
-            imissed: s.imissed,
-            ierrors: s.ierrors,
-            oerrors: s.oerrors,
-            rx_nombuf: s.rx_nombuf,
-        })
+        Ok(())
     }
 
     /// Extended statistics as (name, value) pairs.
@@ -349,7 +367,7 @@ impl Port {
 
     /// Hands out RX queue `q`, once: the queue belongs to one worker for the port's life.
     pub fn rx_queue(&self, q: u16) -> Option<RxQueue> {
-        Self::take(&self.taken_rx, q, self.rx_queues).then(|| RxQueue {
+        Self::take(&self.taken_rx, q, self.rx_queues).then_some(RxQueue {
             port: self.id,
             queue: q,
             _not_sync: PhantomData,
@@ -358,7 +376,7 @@ impl Port {
 
     /// Hands out TX queue `q`, once.
     pub fn tx_queue(&self, q: u16) -> Option<TxQueue> {
-        Self::take(&self.taken_tx, q, self.tx_queues).then(|| TxQueue {
+        Self::take(&self.taken_tx, q, self.tx_queues).then_some(TxQueue {
             port: self.id,
             queue: q,
             _not_sync: PhantomData,

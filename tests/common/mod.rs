@@ -17,3 +17,4 @@ pub fn eal_args(test: &str, vdevs: &[&str]) -> Vec<String> {
     args.extend(vdevs.iter().map(|v| format!("--vdev={v}")));
     args
 }
+pub mod golden;

@@ -1,0 +1,130 @@
+//! Per-packet cost of the classifier and of encapsulation, on an Ethernet/IPv4/TCP packet
+//! (the common case) and a VLAN-tagged IPv6/TCP one.
+//!
+//! `cargo bench --bench packet`. Each encapsulation iteration restores the original frame
+//! in place (drop the outer headers, rewrite the Ethernet header), so no allocation or copy
+//! of the whole packet is measured.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use fulcrum::encap::{self, EncapMode, EncapParams};
+use fulcrum::packet::{PacketBuf, VecPacket};
+use fulcrum::wire::{self, Family, Parsed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+/// An Ethernet/IPv4/TCP segment with 64 bytes of payload, DF set, from a client to a VIP.
+fn ipv4_tcp() -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 20 + 64];
+    f[0..6].copy_from_slice(&[0x02, 0xfb, 0, 0, 0, 1]);
+    f[6..12].copy_from_slice(&[0x02, 0xc1, 0, 0, 0, 7]);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&(20u16 + 20 + 64).to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&[198, 51, 100, 7]);
+    ip[16..20].copy_from_slice(&[192, 0, 2, 10]);
+    let tcp = &mut f[34..54];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x10;
+    f
+}
+
+/// A VLAN-tagged Ethernet/IPv6/TCP segment with 64 bytes of payload.
+fn ipv6_tcp_tagged() -> Vec<u8> {
+    let mut f = vec![0u8; 18 + 40 + 20 + 64];
+    f[12..18].copy_from_slice(&[0x81, 0x00, 0x00, 0x64, 0x86, 0xdd]);
+    let ip = &mut f[18..58];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&(20u16 + 64).to_be_bytes());
+    ip[6] = 6;
+    ip[7] = 64;
+    ip[8..24].copy_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, 7).octets());
+    ip[24..40].copy_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x10).octets());
+    let tcp = &mut f[58..78];
+    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&443u16.to_be_bytes());
+    tcp[12] = 5 << 4;
+    f
+}
+
+fn params(mode: EncapMode, backend: IpAddr) -> EncapParams {
+    EncapParams {
+        mode,
+        port_mac: [0x02, 0xfb, 0, 0, 0, 1],
+        next_hop_mac: [0x02, 0xee, 0, 0, 0, 0x99],
+        src_v4: Some(Ipv4Addr::new(203, 0, 113, 5)),
+        src_v6: Some(Ipv6Addr::new(0x2001, 0xdb8, 0xfb, 0, 0, 0, 0, 5)),
+        backend,
+        gue_port: encap::GUE_DEFAULT_PORT,
+        flow_hash: 0x9e37_79b9_7f4a_7c15,
+    }
+}
+
+fn parse_and_encap(c: &mut Criterion, name: &str, frame: &[u8], p: EncapParams) {
+    let mut pkt = VecPacket::new(frame);
+    let l2_len = if frame[12] == 0x81 { 18 } else { 14 };
+    let outer = Family::of(&p.backend);
+    let grow = encap::overhead(p.mode, outer);
+    c.bench_function(name, |b| {
+        b.iter(|| {
+            let Ok(Parsed::Ip(meta)) = wire::parse(black_box(pkt.data())) else {
+                panic!("bench frame must parse")
+            };
+            encap::encap(&mut pkt, &meta, black_box(&p)).expect("encap");
+            // Undo: drop the outer headers, put the original L2 header back.
+            pkt.adj(grow);
+            pkt.data_mut()[..l2_len].copy_from_slice(&frame[..l2_len]);
+        })
+    });
+    assert_eq!(pkt.data(), frame, "{name}: the undo must restore the frame");
+}
+
+fn benches(c: &mut Criterion) {
+    let v4 = ipv4_tcp();
+    let v6 = ipv6_tcp_tagged();
+    c.bench_function("parse/ipv4_tcp", |b| b.iter(|| wire::parse(black_box(&v4))));
+    c.bench_function("parse/ipv6_tcp_vlan", |b| {
+        b.iter(|| wire::parse(black_box(&v6)))
+    });
+    let backend4 = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 21));
+    let backend6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xbe, 0, 0, 0, 0, 21));
+    parse_and_encap(
+        c,
+        "parse+ipip/ipv4_in_ipv4",
+        &v4,
+        params(EncapMode::Ipip, backend4),
+    );
+    parse_and_encap(
+        c,
+        "parse+gue/ipv4_in_ipv4",
+        &v4,
+        params(EncapMode::Gue, backend4),
+    );
+    parse_and_encap(
+        c,
+        "parse+gue/ipv6_in_ipv6",
+        &v6,
+        params(EncapMode::Gue, backend6),
+    );
+    parse_and_encap(
+        c,
+        "parse+l2dsr/ipv4",
+        &v4,
+        params(EncapMode::L2Dsr, backend4),
+    );
+}
+
+criterion_group! {
+    name = packet;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+criterion_main!(packet);

@@ -1,0 +1,247 @@
+//! Classification: which VIP a packet is for.
+//!
+//! Built once per snapshot on the control thread; read by every worker for every packet.
+//! An open-addressing table keyed by (destination address, port, protocol), sized to a power
+//! of two at most half full, so a lookup is a multiply, a mask and one or two probes.
+//!
+//! Rules, in order:
+//! 1. an exact (address, port, protocol) VIP;
+//! 2. else an "all ports" VIP (port 0) on (address, protocol).
+//!
+//! Fragments carry no ports after the first, yet every fragment of a datagram must reach the
+//! same VIP (and so the same backend). They are classified by [`Classifier::lookup_fragment`]
+//! on (address, protocol) alone: the all-ports VIP if there is one, else the VIP with the
+//! lowest port on that address and protocol.
+
+/// A VIP's index in the snapshot's VIP list.
+pub type VipIndex = u16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key {
+    addr: [u8; 16],
+    port: u16,
+    proto: u8,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    key: Key,
+    vip: VipIndex,
+}
+
+/// Destination -> VIP lookup for one snapshot.
+#[derive(Clone, Debug)]
+pub struct Classifier {
+    slots: Box<[Option<Slot>]>,
+    fragment_slots: Box<[Option<Slot>]>,
+    mask: usize,
+    fragment_mask: usize,
+}
+
+#[inline(always)]
+fn hash_key(addr: &[u8; 16], port: u16, proto: u8) -> u64 {
+    let hi = u64::from_le_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let lo = u64::from_le_bytes([
+        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+    ]);
+    let x = hi.rotate_left(29) ^ lo ^ ((port as u64) << 8 | proto as u64).rotate_left(40);
+    // A 64-bit multiplicative mix (odd constant); the high bits are the best mixed.
+    (x ^ (x >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn table_len(entries: usize) -> usize {
+    (entries * 2).next_power_of_two().max(8)
+}
+
+fn insert(slots: &mut [Option<Slot>], mask: usize, key: Key, vip: VipIndex) -> bool {
+    let mut i = (hash_key(&key.addr, key.port, key.proto) >> 32) as usize & mask;
+    loop {
+        match slots[i] {
+            None => {
+                slots[i] = Some(Slot { key, vip });
+                return true;
+            }
+            Some(s) if s.key == key => return false,
+            Some(_) => i = (i + 1) & mask,
+        }
+    }
+}
+
+#[inline(always)]
+fn find(slots: &[Option<Slot>], mask: usize, key: Key) -> Option<VipIndex> {
+    let mut i = (hash_key(&key.addr, key.port, key.proto) >> 32) as usize & mask;
+    // The table is at most half full, so an empty slot always ends the probe.
+    loop {
+        match slots.get(i)? {
+            None => return None,
+            Some(s) if s.key == key => return Some(s.vip),
+            Some(_) => i = (i + 1) & mask,
+        }
+    }
+}
+
+/// A VIP as the classifier sees it: destination address (IPv4-mapped for IPv4), port
+/// (0 = all ports) and IP protocol number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VipMatch {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub proto: u8,
+}
+
+/// A duplicate VIP in the list given to [`Classifier::new`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("VIP #{0} duplicates an earlier VIP (same address, port and protocol)")]
+pub struct DuplicateVip(pub usize);
+
+impl Classifier {
+    /// Builds the lookup for `vips`; entry i is VIP index i.
+    pub fn new(vips: &[VipMatch]) -> Result<Classifier, DuplicateVip> {
+        let len = table_len(vips.len());
+        let mut slots = vec![None; len].into_boxed_slice();
+        let mut frag_choice: Vec<(Key, VipIndex, u16)> = Vec::new();
+        for (i, v) in vips.iter().enumerate() {
+            let vip = VipIndex::try_from(i).map_err(|_| DuplicateVip(i))?;
+            let key = Key {
+                addr: v.addr,
+                port: v.port,
+                proto: v.proto,
+            };
+            if !insert(&mut slots, len - 1, key, vip) {
+                return Err(DuplicateVip(i));
+            }
+            let fkey = Key { port: 0, ..key };
+            // Port 0 sorts first, so "all ports, else the lowest port" is "the lowest port".
+            match frag_choice.iter_mut().find(|(k, _, _)| *k == fkey) {
+                Some(c) if v.port < c.2 => *c = (fkey, vip, v.port),
+                Some(_) => {}
+                None => frag_choice.push((fkey, vip, v.port)),
+            }
+        }
+        let flen = table_len(frag_choice.len());
+        let mut fragment_slots = vec![None; flen].into_boxed_slice();
+        for (k, vip, _) in frag_choice {
+            insert(&mut fragment_slots, flen - 1, k, vip);
+        }
+        Ok(Classifier {
+            slots,
+            fragment_slots,
+            mask: len - 1,
+            fragment_mask: flen - 1,
+        })
+    }
+
+    /// The VIP for a packet to (addr, port) over `proto`, if any.
+    #[inline]
+    pub fn lookup(&self, addr: &[u8; 16], port: u16, proto: u8) -> Option<VipIndex> {
+        let key = Key {
+            addr: *addr,
+            port,
+            proto,
+        };
+        find(&self.slots, self.mask, key)
+            .or_else(|| find(&self.slots, self.mask, Key { port: 0, ..key }))
+    }
+
+    /// The VIP for a fragment to `addr` over `proto` (see the module docs).
+    #[inline]
+    pub fn lookup_fragment(&self, addr: &[u8; 16], proto: u8) -> Option<VipIndex> {
+        find(
+            &self.fragment_slots,
+            self.fragment_mask,
+            Key {
+                addr: *addr,
+                port: 0,
+                proto,
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    fn mapped(ip: IpAddr) -> [u8; 16] {
+        match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        }
+    }
+
+    fn v(addr: &str, port: u16, proto: u8) -> VipMatch {
+        VipMatch {
+            addr: mapped(addr.parse().unwrap()),
+            port,
+            proto,
+        }
+    }
+
+    #[test]
+    fn exact_then_all_ports() {
+        let c = Classifier::new(&[
+            v("192.0.2.10", 80, 6),
+            v("192.0.2.10", 0, 6),
+            v("192.0.2.10", 53, 17),
+            v("2001:db8::10", 443, 6),
+        ])
+        .unwrap();
+        let a = mapped("192.0.2.10".parse().unwrap());
+        assert_eq!(c.lookup(&a, 80, 6), Some(0));
+        assert_eq!(
+            c.lookup(&a, 8080, 6),
+            Some(1),
+            "falls back to the all-ports VIP"
+        );
+        assert_eq!(c.lookup(&a, 53, 17), Some(2));
+        assert_eq!(c.lookup(&a, 54, 17), None, "no all-ports UDP VIP");
+        let b = mapped(IpAddr::V6("2001:db8::10".parse::<Ipv6Addr>().unwrap()));
+        assert_eq!(c.lookup(&b, 443, 6), Some(3));
+        assert_eq!(c.lookup(&b, 443, 17), None);
+        let other = mapped(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11)));
+        assert_eq!(c.lookup(&other, 80, 6), None);
+    }
+
+    #[test]
+    fn fragments_use_all_ports_else_lowest_port() {
+        let c = Classifier::new(&[
+            v("192.0.2.10", 443, 6),
+            v("192.0.2.10", 80, 6),
+            v("192.0.2.20", 8080, 17),
+            v("192.0.2.20", 0, 17),
+        ])
+        .unwrap();
+        let a = mapped("192.0.2.10".parse().unwrap());
+        assert_eq!(c.lookup_fragment(&a, 6), Some(1));
+        assert_eq!(c.lookup_fragment(&a, 17), None);
+        let b = mapped("192.0.2.20".parse().unwrap());
+        assert_eq!(c.lookup_fragment(&b, 17), Some(3));
+    }
+
+    #[test]
+    fn duplicates_are_rejected() {
+        let e = Classifier::new(&[v("192.0.2.10", 80, 6), v("192.0.2.10", 80, 6)]).unwrap_err();
+        assert_eq!(e, DuplicateVip(1));
+    }
+
+    #[test]
+    fn many_vips_all_found() {
+        let vips: Vec<VipMatch> = (0..1000u32)
+            .map(|i| VipMatch {
+                addr: mapped(IpAddr::V4(Ipv4Addr::from(0xc000_0200 + i))),
+                port: 80 + (i % 3) as u16,
+                proto: 6,
+            })
+            .collect();
+        let c = Classifier::new(&vips).unwrap();
+        for (i, vm) in vips.iter().enumerate() {
+            assert_eq!(c.lookup(&vm.addr, vm.port, 6), Some(i as u16));
+            assert_eq!(c.lookup(&vm.addr, vm.port, 17), None);
+        }
+        let empty = Classifier::new(&[]).unwrap();
+        assert_eq!(empty.lookup(&[0; 16], 80, 6), None);
+    }
+}

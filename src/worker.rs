@@ -1,0 +1,161 @@
+//! The worker: one per worker lcore, a poll loop over its queues.
+//!
+//! Per iteration: adopt the newest snapshot (quiescent point), then for every port: receive a
+//! burst, run it through the pipeline, and send each packet where its verdict says — out of the
+//! port (encapsulated, or an ICMP reply), to the kernel's exception TAP, or nowhere (a counted
+//! drop). Then move what the kernel sent on each TAP out of its port. Nothing in the loop
+//! allocates, locks, makes a syscall, or panics on input.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::dpdk::{clock, Batch, Mbuf, RxQueue, TxQueue, BURST};
+use crate::packet::PacketBuf;
+use crate::pipeline::{Pipeline, Verdict};
+use crate::snapshot::Reader;
+use crate::stats::{DropReason, HistogramExchange, WorkerStats};
+
+/// One port's queues as a worker owns them.
+pub struct WorkerPort {
+    pub rx: RxQueue,
+    pub tx: TxQueue,
+    /// The exception TAP's queues for this port, when the exception path is on.
+    pub exception: Option<(RxQueue, TxQueue)>,
+}
+
+/// Everything a worker owns.
+pub struct Worker {
+    pub ports: Vec<WorkerPort>,
+    pub pipeline: Pipeline,
+    pub snapshot: Reader,
+    pub stats: Arc<WorkerStats>,
+    pub histogram: HistogramExchange,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Sends a batch; whatever the ring refuses is dropped and counted.
+#[inline]
+fn flush(tx: &mut TxQueue, batch: &mut Batch, stats: &WorkerStats, port: usize, counted: bool) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut bytes = 0usize;
+    if counted {
+        for m in batch.as_slice() {
+            bytes += m.len();
+        }
+    }
+    let offered = batch.len();
+    let sent = tx.tx_burst(batch);
+    if counted {
+        if let Some(c) = stats.tx.get(port) {
+            // Bytes of refused packets are few and rare; count the offered bytes minus theirs.
+            let refused: usize = batch.as_slice().iter().map(|m| m.len()).sum();
+            c.packets.add(sent as u64);
+            c.bytes.add((bytes - refused) as u64);
+        }
+    }
+    if sent < offered {
+        for _ in 0..(offered - sent) {
+            stats.count_drop(DropReason::TxFull);
+        }
+        batch.clear();
+    }
+}
+
+impl Worker {
+    /// Runs until `stop` is set. Returns 0 (the lcore's exit code).
+    pub fn run(mut self) -> i32 {
+        let mut rx_batch: Batch = Batch::new();
+        let mut out: Batch = Batch::new();
+        let mut to_kernel: Batch = Batch::new();
+        let mut verdicts = [Verdict::Drop(DropReason::Parse); BURST];
+        self.stats
+            .snapshot_version
+            .set(self.snapshot.snapshot().version);
+        let mut idle_iterations = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            if self.snapshot.refresh() {
+                self.stats
+                    .snapshot_version
+                    .set(self.snapshot.snapshot().version);
+            }
+            self.histogram.trade();
+            let mut got_any = false;
+            for (p, port) in self.ports.iter_mut().enumerate() {
+                let n = port.rx.rx_burst(&mut rx_batch);
+                if n > 0 {
+                    got_any = true;
+                    let start = clock::tsc();
+                    if let Some(c) = self.stats.rx.get(p) {
+                        for m in rx_batch.as_slice() {
+                            c.add(m.len());
+                        }
+                    }
+                    self.pipeline.process_burst(
+                        self.snapshot.snapshot(),
+                        p,
+                        rx_batch.as_mut_slice(),
+                        &mut verdicts[..n],
+                        start,
+                    );
+                    let mut i = 0;
+                    let stats = &self.stats;
+                    rx_batch.drain_into(|m: Mbuf| {
+                        let v = verdicts[i];
+                        i += 1;
+                        match v {
+                            Verdict::Forward | Verdict::Reply => {
+                                // out has room: it is flushed whenever the rx batch is done,
+                                // and one rx batch holds at most BURST packets.
+                                let _ = out.push(m);
+                            }
+                            Verdict::Exception => {
+                                if port.exception.is_some() {
+                                    if let Some(c) = stats.to_kernel.get(p) {
+                                        c.add(m.len());
+                                    }
+                                    let _ = to_kernel.push(m);
+                                } else {
+                                    stats.count_drop(DropReason::NoVip);
+                                }
+                            }
+                            Verdict::Drop(_) => drop(m),
+                        }
+                    });
+                    flush(&mut port.tx, &mut out, stats, p, true);
+                    if let Some((_, exc_tx)) = port.exception.as_mut() {
+                        flush(exc_tx, &mut to_kernel, stats, p, false);
+                    }
+                    let cycles = clock::tsc().wrapping_sub(start);
+                    self.stats.bursts.inc();
+                    self.stats.busy_cycles.add(cycles);
+                    self.stats.busy_packets.add(n as u64);
+                    self.histogram.record(cycles);
+                }
+                if let Some((exc_rx, _)) = port.exception.as_mut() {
+                    let k = exc_rx.rx_burst(&mut out);
+                    if k > 0 {
+                        got_any = true;
+                        if let Some(c) = self.stats.from_kernel.get(p) {
+                            for m in out.as_slice() {
+                                c.add(m.len());
+                            }
+                        }
+                        flush(&mut port.tx, &mut out, &self.stats, p, true);
+                    }
+                }
+            }
+            if got_any {
+                idle_iterations = 0;
+            } else {
+                idle_iterations = idle_iterations.saturating_add(1);
+                if idle_iterations.is_multiple_of(1024) {
+                    let now = clock::tsc();
+                    self.pipeline.housekeeping(now);
+                }
+            }
+        }
+        0
+    }
+}
