@@ -77,7 +77,9 @@ pub fn run(
     warmup: Duration,
     seconds: Duration,
 ) -> Result<BenchResult, DataplaneError> {
-    let (dp, mut handle) = dataplane::start(config)?;
+    let initial = crate::control::initial_specs(config)
+        .map_err(|e| DataplaneError::Initial(e.to_string()))?;
+    let (dp, mut handle) = dataplane::start(config, &initial)?;
     let hz = clock::tsc_hz().max(1);
     std::thread::sleep(warmup);
     let workers: Vec<Arc<WorkerStats>> = handle.workers.clone();

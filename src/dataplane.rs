@@ -8,12 +8,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::config::{Config, Encap};
+use crate::config::Config;
 use crate::dpdk::{self, clock, lcore, Eal, Mempool, Port, PortConfig, RxQueue, TxQueue};
-use crate::encap::EncapMode;
 use crate::handle::{DataplaneHandle, PortCounters};
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::snapshot::{self, BackendSpec, BackendState, PortInfo, Publisher, VipSpec};
+use crate::snapshot::{self, PortInfo, Publisher, VipSpec};
 use crate::stats::{self, WorkerStats};
 use crate::worker::{Worker, WorkerPort};
 
@@ -29,6 +28,8 @@ pub enum DataplaneError {
     },
     #[error("{0}")]
     Workers(String),
+    #[error("the initial VIPs: {0}")]
+    Initial(String),
     #[error("the configuration cannot be turned into tables: {0}")]
     Snapshot(#[from] snapshot::SnapshotError),
     #[error("conntrack: {0}")]
@@ -43,51 +44,6 @@ pub struct Dataplane {
     worker_lcores: Vec<u32>,
     stop: Arc<AtomicBool>,
     pool: Option<Arc<Mempool>>,
-}
-
-/// The VIP encapsulation mode the workers use for a configured one.
-pub fn encap_mode(encap: &Encap) -> (EncapMode, u16) {
-    match encap {
-        Encap::Ipip => (EncapMode::Ipip, 0),
-        Encap::Gue { port } => (EncapMode::Gue, *port),
-        Encap::L2dsr => (EncapMode::L2Dsr, 0),
-    }
-}
-
-/// The VIPs of a configuration as snapshot specs, with ids in file order: VIP i gets id i,
-/// backends are numbered in file order across VIPs.
-pub fn specs_from_config(config: &Config) -> Vec<VipSpec> {
-    let mut next_backend = 0u32;
-    config
-        .vips
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let (encap, gue_port) = encap_mode(&v.encap);
-            VipSpec {
-                id: i as u32,
-                key: v.key,
-                encap,
-                gue_port,
-                table_size: v.table_size,
-                backends: v
-                    .backends
-                    .iter()
-                    .map(|b| {
-                        let id = next_backend;
-                        next_backend += 1;
-                        BackendSpec {
-                            id,
-                            addr: b.address,
-                            weight: u32::from(b.weight),
-                            state: BackendState::Active,
-                            mac: b.mac.map(|m| m.0),
-                        }
-                    })
-                    .collect(),
-            }
-        })
-        .collect()
 }
 
 /// Adds `-l` (main lcore 0 plus one lcore per worker) unless the EAL arguments choose lcores.
@@ -192,9 +148,12 @@ impl PortCounters for DpdkPortCounters {
 }
 
 /// Starts the EAL, ports and workers for `config`; returns the data plane (to shut down
-/// later) and the control plane's handle. The first snapshot is built from the configured
-/// VIPs, so workers balance from their first packet.
-pub fn start(config: &Config) -> Result<(Dataplane, DataplaneHandle), DataplaneError> {
+/// later) and the control plane's handle. The first snapshot holds `initial` (see
+/// `control::initial_specs`), so workers balance from their first packet.
+pub fn start(
+    config: &Config,
+    initial: &[VipSpec],
+) -> Result<(Dataplane, DataplaneHandle), DataplaneError> {
     let workers = usize::from(config.dataplane.workers);
     let mut devices: Vec<String> = config.ports.iter().map(|p| p.device.clone()).collect();
     let exception_devices: Vec<Option<String>> = (0..config.ports.len())
@@ -299,7 +258,7 @@ pub fn start(config: &Config) -> Result<(Dataplane, DataplaneHandle), DataplaneE
         exception_ports.push((i, port));
     }
 
-    let first = snapshot::build(1, &specs_from_config(config), &port_infos, None)?;
+    let first = snapshot::build(1, initial, &port_infos, None)?;
     let publisher = Publisher::new(first);
     let stop = Arc::new(AtomicBool::new(false));
     let hz = clock::tsc_hz().max(1);

@@ -10,6 +10,7 @@ pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod conntrack;
+pub mod control;
 pub mod dataplane;
 pub mod dpdk;
 pub mod encap;

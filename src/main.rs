@@ -1,11 +1,12 @@
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 
-use fulcrum::cli::{BenchArgs, Cli, Command, RunArgs};
+use fulcrum::cli::{BenchArgs, Cli, Command, MaglevCommand, RunArgs};
+use fulcrum::control::ControlPlane;
 use fulcrum::stats::Totals;
 
 fn init_logging() {
@@ -38,7 +39,14 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let (dataplane, mut handle) = match fulcrum::dataplane::start(&config) {
+    let initial = match fulcrum::control::initial_specs(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fulcrum: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (dataplane, handle) = match fulcrum::dataplane::start(&config, &initial) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("fulcrum: cannot start the data plane: {e}");
@@ -46,21 +54,24 @@ fn run(args: &RunArgs) -> ExitCode {
         }
     };
     tracing::info!(
-        "running: {} port(s), {} worker(s), {} VIP(s)",
+        "running: {} port(s), {} worker(s), {} VIP(s) configured",
         handle.ports.len(),
         handle.workers.len(),
         config.vips.len()
     );
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-        for h in &mut handle.histograms {
-            h.collect();
-        }
-        handle.publisher.reclaim();
-    }
-    tracing::info!("stopping");
     let workers = handle.workers.clone();
-    drop(handle);
+    let served = ControlPlane::new(config, handle).and_then(|cp| {
+        tracing::info!("control API on {}", cp.local_addr());
+        cp.serve(stop.clone())
+    });
+    let code = match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fulcrum: control plane: {e}");
+            ExitCode::from(1)
+        }
+    };
+    tracing::info!("stopping");
     let in_use = dataplane.shutdown();
     let mut totals = serde_json::to_value(Totals::of(&workers)).unwrap_or_default();
     totals["mempool_in_use_at_exit"] = in_use.into();
@@ -68,7 +79,7 @@ fn run(args: &RunArgs) -> ExitCode {
         Ok(j) => println!("{j}"),
         Err(e) => eprintln!("fulcrum: cannot print the final counters: {e}"),
     }
-    ExitCode::SUCCESS
+    code
 }
 
 fn bench(args: &BenchArgs) -> ExitCode {
@@ -111,5 +122,24 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Run(args) => run(args),
         Command::Bench(args) => bench(args),
+        Command::Maglev(MaglevCommand::Simulate(args)) => {
+            match fulcrum::cli::maglev::simulate(args) {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("fulcrum: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Client(c) => match cli.api.target().and_then(|api| c.run(&api)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
     }
 }

@@ -1,6 +1,7 @@
 //! The command line: `fulcrum run` (the daemon), `fulcrum maglev simulate`, and the
 //! commands that talk to a running daemon's API.
 
+pub mod client;
 pub mod maglev;
 
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "fulcrum", version = crate::version::long_version_static(), about, long_about = None)]
 pub struct Cli {
+    #[command(flatten)]
+    pub api: client::ApiArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -22,6 +25,11 @@ pub enum Command {
     /// Measure the data plane: run it on the configured ports and report Mpps, cycles per
     /// packet, drops and burst latency.
     Bench(BenchArgs),
+    /// Maglev table tools.
+    #[command(subcommand)]
+    Maglev(MaglevCommand),
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 #[derive(clap::Args, Debug)]
@@ -58,4 +66,10 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
         return Err(format!("{v} seconds is out of range (0 to 3600)"));
     }
     Ok(v)
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MaglevCommand {
+    /// Build Maglev tables for a backend set and report balance, disruption and build time.
+    Simulate(maglev::SimulateArgs),
 }

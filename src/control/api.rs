@@ -1,0 +1,523 @@
+//! The HTTP API: routing, authentication and the JSON bodies of each endpoint. The paths are
+//! listed in docs/operations.md ("Control plane").
+//!
+//! A VIP in a path is its canonical text with the `/` before the protocol percent-encoded
+//! (`/v1/vips/192.0.2.10:80%2Ftcp`), or left as it is: a path segment `tcp` or `udp` right
+//! after the VIP's `ADDR:PORT` is joined to it (`/v1/vips/192.0.2.10:80/tcp/backends`).
+//! Brackets of IPv6 addresses may be sent as they are or percent-encoded.
+
+use std::io::Read;
+
+use super::diff::diff;
+use super::messages::{
+    ApplyReport, BackendList, BackendReply, BackendRequest, Done, ErrorBody, VipList, VipReply,
+    VipRequest, WeightRequest,
+};
+use super::metrics::{self, MetricsInput};
+use super::plane::Plane;
+use super::state::{parse_backend, parse_vip, ApiError};
+use crate::addr::{BackendAddr, VipKey};
+use crate::config;
+
+/// Largest request body accepted (a configuration file with thousands of backends fits).
+pub const MAX_BODY: usize = 4 << 20;
+
+/// A request, as the router sees it.
+pub struct ApiRequest<'a> {
+    pub method: &'a str,
+    /// Path and query, as sent.
+    pub url: &'a str,
+    /// The `Authorization` header's value.
+    pub authorization: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+pub struct ApiResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+const JSON: &str = "application/json";
+const TEXT: &str = "text/plain; charset=utf-8";
+const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl ApiResponse {
+    fn json<T: serde::Serialize>(status: u16, value: &T) -> ApiResponse {
+        let mut body = serde_json::to_vec_pretty(value).unwrap_or_else(|e| {
+            format!("{{\"error\": \"cannot serialize the response: {e}\"}}").into_bytes()
+        });
+        body.push(b'\n');
+        ApiResponse {
+            status,
+            content_type: JSON,
+            body,
+        }
+    }
+
+    fn error(e: ApiError) -> ApiResponse {
+        ApiResponse::json(e.status, &ErrorBody { error: e.message })
+    }
+
+    fn text(content_type: &'static str, body: String) -> ApiResponse {
+        ApiResponse {
+            status: 200,
+            content_type,
+            body: body.into_bytes(),
+        }
+    }
+}
+
+/// Serves one tiny_http request on the control thread.
+pub fn serve(plane: &mut Plane, mut request: tiny_http::Request) {
+    let method = request.method().as_str().to_owned();
+    let url = request.url().to_owned();
+    let authorization = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str().to_owned());
+    let mut body = Vec::new();
+    let read = request
+        .as_reader()
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body);
+    let response = match read {
+        Err(e) => ApiResponse::error(ApiError::bad_request(format!(
+            "cannot read the request body: {e}"
+        ))),
+        Ok(n) if n > MAX_BODY => ApiResponse::error(ApiError {
+            status: 413,
+            message: format!("request body larger than {MAX_BODY} bytes"),
+        }),
+        Ok(_) => route(
+            plane,
+            &ApiRequest {
+                method: &method,
+                url: &url,
+                authorization: authorization.as_deref(),
+                body: &body,
+            },
+        ),
+    };
+    let content_type = tiny_http::Header::from_bytes("Content-Type", response.content_type)
+        .expect("static header is valid");
+    let mut reply = tiny_http::Response::from_data(response.body)
+        .with_status_code(response.status)
+        .with_header(content_type);
+    if response.status == 401 {
+        reply.add_header(
+            tiny_http::Header::from_bytes("WWW-Authenticate", "Bearer realm=\"fulcrum\"")
+                .expect("static header is valid"),
+        );
+    }
+    if let Err(e) = request.respond(reply) {
+        tracing::debug!("cannot send the response to {method} {url}: {e}");
+    }
+}
+
+/// Answers one request.
+pub fn route(plane: &mut Plane, request: &ApiRequest) -> ApiResponse {
+    if let Some(token) = &plane.token {
+        // The scheme is case-insensitive (RFC 9110); the token is not.
+        let presented = request
+            .authorization
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        if !presented.is_some_and(|p| token.matches(p)) {
+            let problem = if presented.is_some() {
+                "wrong"
+            } else {
+                "missing"
+            };
+            return ApiResponse::error(ApiError {
+                status: 401,
+                message: format!("{problem} API token; send the daemon's token as `Authorization: Bearer TOKEN` (the CLI: --token or FULCRUM_TOKEN)"),
+            });
+        }
+    }
+    match dispatch(plane, request) {
+        Ok(response) => response,
+        Err(e) => {
+            if e.status >= 500 {
+                tracing::error!("{} {}: {}", request.method, request.url, e.message);
+            }
+            ApiResponse::error(e)
+        }
+    }
+}
+
+/// The path's segments, percent-decoded, with a VIP's `ADDR:PORT` and `PROTO` joined.
+fn segments(path: &str) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in path.split('/').filter(|s| !s.is_empty()) {
+        let segment = percent_decode(raw)?;
+        let joins_vip = out.len() == 3
+            && out[1] == "vips"
+            && !out[2].contains('/')
+            && (segment.eq_ignore_ascii_case("tcp") || segment.eq_ignore_ascii_case("udp"));
+        if joins_vip {
+            out[2] = format!("{}/{}", out[2], segment);
+        } else {
+            out.push(segment);
+        }
+    }
+    Ok(out)
+}
+
+fn percent_decode(text: &str) -> Result<String, ApiError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("bad percent-encoding in path segment {text:?}"))
+                })?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| ApiError::bad_request(format!("path segment {text:?} is not UTF-8")))
+}
+
+fn query_flag(query: &str, name: &str) -> Result<bool, ApiError> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        if key == name {
+            return match value {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                other => Err(ApiError::bad_request(format!(
+                    "{name}={other} is not a boolean; use {name}=true or {name}=false"
+                ))),
+            };
+        }
+    }
+    Ok(false)
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(format!(
+            "the request needs a JSON body, e.g. {example}"
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("malformed JSON body: {e}; send e.g. {example}"))
+    })
+}
+
+const VIP_EXAMPLE: &str = r#"{"vip": "192.0.2.10:80/tcp", "encap": "ipip"}"#;
+const BACKEND_EXAMPLE: &str = r#"{"address": "198.51.100.7", "weight": 1}"#;
+const WEIGHT_EXAMPLE: &str = r#"{"weight": 5}"#;
+
+fn not_allowed(method: &str, path: &str, allowed: &str) -> ApiError {
+    ApiError {
+        status: 405,
+        message: format!("{method} is not allowed on {path}; use {allowed}"),
+    }
+}
+
+fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiError> {
+    let (path, query) = request.url.split_once('?').unwrap_or((request.url, ""));
+    let parts = segments(path)?;
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let method = request.method;
+    match (method, parts.as_slice()) {
+        ("GET", ["metrics"]) => Ok(metrics_text(plane)),
+        (_, ["metrics"]) => Err(not_allowed(method, path, "GET")),
+
+        ("GET", ["v1", "vips"]) => Ok(ApiResponse::json(
+            200,
+            &VipList {
+                version: plane.version,
+                vips: plane.vip_views(),
+            },
+        )),
+        ("POST", ["v1", "vips"]) => {
+            let body: VipRequest = json_body(request.body, VIP_EXAMPLE)?;
+            let mut candidate = plane.desired.clone();
+            let mut ids = plane.ids();
+            let key = candidate.add_vip(&body, &mut ids)?;
+            let n = body.backends.len();
+            plane.commit(format!("vip {key} added ({}, {n} backends)", body.encap), candidate)?;
+            Ok(ApiResponse::json(201, &vip_reply(plane, &key)?))
+        }
+        (_, ["v1", "vips"]) => Err(not_allowed(method, path, "GET or POST")),
+
+        ("GET", ["v1", "vips", vip]) => {
+            let key = parse_vip(vip)?;
+            Ok(ApiResponse::json(200, &vip_reply(plane, &key)?))
+        }
+        ("DELETE", ["v1", "vips", vip]) => {
+            let key = parse_vip(vip)?;
+            let mut candidate = plane.desired.clone();
+            let removed = candidate.remove_vip(&key)?;
+            let message = format!("vip {key} removed (with {} backends)", removed.backends.len());
+            let version = plane.commit(message.clone(), candidate)?;
+            Ok(ApiResponse::json(200, &Done { version, message }))
+        }
+        (_, ["v1", "vips", _]) => Err(not_allowed(method, path, "GET or DELETE")),
+
+        ("GET", ["v1", "vips", vip, "backends"]) => {
+            let key = parse_vip(vip)?;
+            let backends = vip_reply(plane, &key)?.vip.backends;
+            Ok(ApiResponse::json(
+                200,
+                &BackendList {
+                    version: plane.version,
+                    vip: key,
+                    backends,
+                },
+            ))
+        }
+        ("POST", ["v1", "vips", vip, "backends"]) => {
+            let key = parse_vip(vip)?;
+            let body: BackendRequest = json_body(request.body, BACKEND_EXAMPLE)?;
+            let mut candidate = plane.desired.clone();
+            let mut ids = plane.ids();
+            let address = candidate.add_backend(&key, &body, &mut ids)?;
+            let weight = body.weight.unwrap_or(1);
+            plane.commit(
+                format!("backend {address} added to vip {key} (weight {weight})"),
+                candidate,
+            )?;
+            Ok(ApiResponse::json(201, &backend_reply(plane, &key, &address)?))
+        }
+        (_, ["v1", "vips", _, "backends"]) => Err(not_allowed(method, path, "GET or POST")),
+
+        ("GET", ["v1", "vips", vip, "backends", backend]) => {
+            let (key, address) = (parse_vip(vip)?, parse_backend(backend)?);
+            Ok(ApiResponse::json(200, &backend_reply(plane, &key, &address)?))
+        }
+        ("PATCH", ["v1", "vips", vip, "backends", backend]) => {
+            let (key, address) = (parse_vip(vip)?, parse_backend(backend)?);
+            let body: WeightRequest = json_body(request.body, WEIGHT_EXAMPLE)?;
+            let mut candidate = plane.desired.clone();
+            let old = candidate.vip(&key)?.backend(&address).map(|b| b.weight);
+            candidate.set_weight(&key, &address, body.weight)?;
+            let old = old.map_or_else(String::new, |w| format!("{w} -> "));
+            plane.commit(
+                format!("backend {address} of vip {key}: weight {old}{}", body.weight),
+                candidate,
+            )?;
+            Ok(ApiResponse::json(200, &backend_reply(plane, &key, &address)?))
+        }
+        ("DELETE", ["v1", "vips", vip, "backends", backend]) => {
+            let (key, address) = (parse_vip(vip)?, parse_backend(backend)?);
+            let mut candidate = plane.desired.clone();
+            candidate.remove_backend(&key, &address)?;
+            let message = format!("backend {address} removed from vip {key}");
+            let version = plane.commit(message.clone(), candidate)?;
+            Ok(ApiResponse::json(200, &Done { version, message }))
+        }
+        (_, ["v1", "vips", _, "backends", _]) => {
+            Err(not_allowed(method, path, "GET, PATCH or DELETE"))
+        }
+
+        ("POST", ["v1", "vips", vip, "backends", backend, action @ ("drain" | "undrain")]) => {
+            let (key, address) = (parse_vip(vip)?, parse_backend(backend)?);
+            let drain = *action == "drain";
+            let mut candidate = plane.desired.clone();
+            candidate.set_drained(&key, &address, drain)?;
+            plane.commit(format!("backend {address} of vip {key} {action}ed"), candidate)?;
+            Ok(ApiResponse::json(200, &backend_reply(plane, &key, &address)?))
+        }
+        (_, ["v1", "vips", _, "backends", _, "drain" | "undrain"]) => {
+            Err(not_allowed(method, path, "POST"))
+        }
+
+        ("GET", ["v1", "health"]) => Ok(ApiResponse::json(200, &plane.health_report())),
+        ("GET", ["v1", "stats"]) => {
+            plane.housekeeping();
+            let views = plane.vip_views();
+            let burst = metrics::burst_histogram(&plane.dataplane);
+            let report = metrics::stats_report(
+                plane.version,
+                plane.started.elapsed().as_secs_f64(),
+                &plane.dataplane,
+                &views,
+                &burst,
+            );
+            Ok(ApiResponse::json(200, &report))
+        }
+        ("GET", ["v1", "snapshot"]) => Ok(ApiResponse::json(200, &plane.snapshot_report())),
+        ("GET", ["v1", "config"]) => {
+            let config = plane.running_config()?.redacted();
+            let text = toml::to_string(&config)
+                .map_err(|e| ApiError::internal(format!("cannot print the configuration: {e}")))?;
+            Ok(ApiResponse::text(
+                TEXT,
+                format!("# fulcrum running configuration, snapshot version {}\n{text}", plane.version),
+            ))
+        }
+        ("POST", ["v1", "config"]) => {
+            let dry_run = query_flag(query, "dry_run")?;
+            let report = apply_config(plane, request.body, dry_run)?;
+            Ok(ApiResponse::json(200, &report))
+        }
+        (_, ["v1", "health" | "stats" | "snapshot"]) => Err(not_allowed(method, path, "GET")),
+        (_, ["v1", "config"]) => Err(not_allowed(method, path, "GET or POST")),
+        _ => Err(ApiError::not_found(format!(
+            "no such endpoint: {method} {path}; the API's paths start with /v1/vips, /v1/health, /v1/stats, /v1/config, /v1/snapshot or /metrics (docs/operations.md, \"Control plane\")"
+        ))),
+    }
+}
+
+fn vip_reply(plane: &Plane, key: &VipKey) -> Result<VipReply, ApiError> {
+    plane.desired.vip(key)?;
+    let vip = plane
+        .vip_views()
+        .into_iter()
+        .find(|v| v.vip == *key)
+        .ok_or_else(|| ApiError::internal("vip view missing"))?;
+    Ok(VipReply {
+        version: plane.version,
+        vip,
+    })
+}
+
+fn backend_reply(
+    plane: &Plane,
+    key: &VipKey,
+    address: &BackendAddr,
+) -> Result<BackendReply, ApiError> {
+    let vip = vip_reply(plane, key)?.vip;
+    let backend = vip
+        .backends
+        .into_iter()
+        .find(|b| b.address == *address)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "backend {address} is not part of vip {key} (try: fulcrum backend list {key})"
+            ))
+        })?;
+    Ok(BackendReply {
+        version: plane.version,
+        vip: *key,
+        backend,
+    })
+}
+
+fn metrics_text(plane: &mut Plane) -> ApiResponse {
+    plane.housekeeping();
+    let views = plane.vip_views();
+    let burst = metrics::burst_histogram(&plane.dataplane);
+    let report = metrics::stats_report(
+        plane.version,
+        plane.started.elapsed().as_secs_f64(),
+        &plane.dataplane,
+        &views,
+        &burst,
+    );
+    let health = plane.health_report();
+    let workers = plane.worker_versions();
+    let text = metrics::prometheus(&MetricsInput {
+        report: &report,
+        vips: &views,
+        health: &health,
+        workers: &workers,
+        burst: &burst,
+    });
+    ApiResponse::text(PROMETHEUS, text)
+}
+
+/// `POST /v1/config`: the file's VIPs replace the running ones, all at once or not at all.
+fn apply_config(plane: &mut Plane, body: &[u8], dry_run: bool) -> Result<ApplyReport, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the configuration is not UTF-8 text"))?;
+    let new =
+        config::from_str(text, "request body").map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let base = &plane.base;
+    let mut restart_only = Vec::new();
+    if new.dataplane != base.dataplane {
+        restart_only.push("[dataplane]");
+    }
+    if new.ports != base.ports {
+        restart_only.push("[[port]]");
+    }
+    if new.control != base.control {
+        restart_only.push("[control]");
+    }
+    if !restart_only.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "the file changes {}, which take effect only when fulcrum restarts; config apply changes [[vip]] tables only: make the other sections match the running configuration (fulcrum config show), or restart fulcrum with the new file",
+            restart_only.join(" and ")
+        )));
+    }
+    let running = plane.running_config()?;
+    let changes = diff(&running.vips, &new.vips);
+    if dry_run || changes.is_empty() {
+        return Ok(ApplyReport {
+            version: plane.version,
+            dry_run,
+            applied: false,
+            changes,
+        });
+    }
+    let mut candidate = plane.desired.clone();
+    let mut ids = plane.ids();
+    candidate.replace_vips(&new.vips, &mut ids)?;
+    let version = plane.commit(
+        format!("configuration applied ({} changes)", changes.len()),
+        candidate,
+    )?;
+    for change in &changes {
+        tracing::info!(version, "version {version}: {change}");
+    }
+    Ok(ApplyReport {
+        version,
+        dry_run,
+        applied: true,
+        changes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vip_paths_take_either_form() {
+        for path in [
+            "/v1/vips/192.0.2.10:80%2Ftcp/backends",
+            "/v1/vips/192.0.2.10:80%2ftcp/backends",
+            "/v1/vips/192.0.2.10:80/tcp/backends",
+            "/v1/vips/192.0.2.10%3A80%2Ftcp/backends/",
+        ] {
+            assert_eq!(
+                segments(path).unwrap(),
+                vec!["v1", "vips", "192.0.2.10:80/tcp", "backends"],
+                "{path}"
+            );
+        }
+        assert_eq!(
+            segments("/v1/vips/%5B2001:db8::10%5D:443/udp/backends/%5B2001:db8::7%5D:443").unwrap(),
+            vec![
+                "v1",
+                "vips",
+                "[2001:db8::10]:443/udp",
+                "backends",
+                "[2001:db8::7]:443"
+            ]
+        );
+        assert!(segments("/v1/vips/%zz").is_err());
+    }
+
+    #[test]
+    fn query_flags() {
+        assert!(query_flag("dry_run=true", "dry_run").unwrap());
+        assert!(query_flag("x=1&dry_run", "dry_run").unwrap());
+        assert!(!query_flag("", "dry_run").unwrap());
+        assert!(query_flag("dry_run=maybe", "dry_run").is_err());
+    }
+}

@@ -1,0 +1,469 @@
+//! The control thread's state and the one path every change takes: validate the whole
+//! candidate state, build its snapshot, write it to the state file, publish it, log it — in
+//! that order, so a change is durable before the API acknowledges it and published before
+//! the response leaves, and a change that fails at any step leaves everything as it was.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::health::{Health, Job, Prober};
+use super::messages::{
+    BackendHealth, BackendView, HealthReport, HealthStatus, SnapshotReport, VipHealth, VipView,
+    WorkerVersion,
+};
+use super::neighbours::{NeighbourReader, Wanted};
+use super::persist;
+use super::state::{ApiError, Desired, IdPolicy, Released};
+use crate::config::{Config, HealthCheck, Token};
+use crate::encap::EncapMode;
+use crate::handle::DataplaneHandle;
+use crate::snapshot::{self, BackendSpec, BackendState, Snapshot, VipSpec};
+
+/// Where health checks really connect, given where they would: the identity in the daemon.
+/// Tests point it at servers on 127.0.0.1, since backends cannot be loopback addresses.
+pub type ProbeRedirect = Arc<dyn Fn(SocketAddr) -> SocketAddr + Send + Sync>;
+
+/// How one backend is checked.
+#[derive(Clone)]
+struct CheckPlan {
+    check: HealthCheck,
+    target: SocketAddr,
+    host: String,
+}
+
+pub struct Plane {
+    pub base: Config,
+    pub desired: Desired,
+    released: Released,
+    /// The version of the newest published snapshot.
+    pub version: u64,
+    pub dataplane: DataplaneHandle,
+    pub token: Option<Token>,
+    state_file: Option<PathBuf>,
+    plans: HashMap<u32, CheckPlan>,
+    health: HashMap<u32, Health>,
+    /// Next-hop MACs resolved from the kernel, by backend id.
+    macs: HashMap<u32, [u8; 6]>,
+    prober: Option<Prober>,
+    neighbours: Option<NeighbourReader>,
+    redirect: Option<ProbeRedirect>,
+    /// VIPs whose backends are all down, to log when that starts and ends.
+    all_down: HashSet<u32>,
+    pub started: Instant,
+}
+
+impl Plane {
+    /// Publishes `desired` as the first snapshot (version `desired.version + 1`).
+    pub fn new(
+        base: Config,
+        desired: Desired,
+        dataplane: DataplaneHandle,
+        token: Option<Token>,
+        redirect: Option<ProbeRedirect>,
+    ) -> Result<Plane, ApiError> {
+        let quarantine = Duration::from_secs(u64::from(base.dataplane.conntrack_idle_timeout_secs));
+        let mut plane = Plane {
+            state_file: base.control.state_file.clone(),
+            base,
+            version: desired.version,
+            desired,
+            released: Released::new(quarantine),
+            dataplane,
+            token,
+            plans: HashMap::new(),
+            health: HashMap::new(),
+            macs: HashMap::new(),
+            prober: None,
+            neighbours: None,
+            redirect,
+            all_down: HashSet::new(),
+            started: Instant::now(),
+        };
+        plane.sync_health(Instant::now());
+        plane.publish_runtime("initial configuration")?;
+        Ok(plane)
+    }
+
+    /// Starts the helper threads (from the control thread, whose affinity they inherit).
+    pub fn start_helpers(&mut self) -> std::io::Result<()> {
+        self.prober = Some(Prober::start(super::health::PROBERS)?);
+        let ifaces: Vec<String> = self
+            .dataplane
+            .exception_ifaces
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if !ifaces.is_empty() {
+            self.neighbours = Some(NeighbourReader::start(ifaces)?);
+            self.update_wanted();
+        }
+        Ok(())
+    }
+
+    /// Validates, persists, publishes and logs `candidate`; returns the new version.
+    pub fn commit(&mut self, what: String, mut candidate: Desired) -> Result<u64, ApiError> {
+        candidate.validate(&self.base)?;
+        let version = self.version + 1;
+        candidate.version = version;
+        let snapshot = self.build(&candidate, version)?;
+        if let Some(path) = &self.state_file {
+            persist::store(path, &candidate).map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        self.dataplane.publisher.publish(snapshot);
+        let now = Instant::now();
+        self.released.record(&self.desired, &candidate, now);
+        self.desired = candidate;
+        self.version = version;
+        tracing::info!(version, "version {version}: {what}");
+        self.sync_health(now);
+        self.update_wanted();
+        self.note_all_down();
+        Ok(version)
+    }
+
+    /// Publishes the current state again after a health or MAC change (not persisted).
+    fn publish_runtime(&mut self, why: &str) -> Result<u64, ApiError> {
+        let version = self.version + 1;
+        let snapshot = self.build(&self.desired, version)?;
+        self.dataplane.publisher.publish(snapshot);
+        self.version = version;
+        tracing::info!(version, "version {version}: {why}");
+        self.note_all_down();
+        Ok(version)
+    }
+
+    /// The id policy for a change of the current state.
+    pub fn ids(&self) -> IdPolicy {
+        IdPolicy::for_change(&self.desired, &self.released, Instant::now())
+    }
+
+    fn build(&self, desired: &Desired, version: u64) -> Result<Snapshot, ApiError> {
+        let specs = self.specs(desired);
+        let current = self.dataplane.publisher.current();
+        snapshot::build(version, &specs, &self.dataplane.ports, Some(&current))
+            .map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+
+    fn backend_state(&self, b: &super::state::BackendRecord) -> BackendState {
+        if self
+            .health
+            .get(&b.id)
+            .is_some_and(|h| h.status == HealthStatus::Down)
+        {
+            BackendState::Down
+        } else if b.drained || b.weight == 0 {
+            // Weight 0 drains as an explicit drain does: tracked flows stay.
+            BackendState::Draining
+        } else {
+            BackendState::Active
+        }
+    }
+
+    fn specs(&self, desired: &Desired) -> Vec<VipSpec> {
+        specs_of(
+            desired,
+            |b| self.backend_state(b),
+            |b| b.mac.map(|m| m.0).or_else(|| self.macs.get(&b.id).copied()),
+        )
+    }
+
+    /// Rebuilds the check plans from the desired state; keeps the health of backends that
+    /// stay checked, starts new ones up.
+    fn sync_health(&mut self, now: Instant) {
+        let mut plans = HashMap::new();
+        for v in &self.desired.vips {
+            let Ok(vip) = v.to_config() else { continue };
+            let Some(check) = &vip.healthcheck else {
+                continue;
+            };
+            for b in &vip.backends {
+                let Some(port) = vip.healthcheck_port(b) else {
+                    continue;
+                };
+                let Some(record) = v.backend(&b.address) else {
+                    continue;
+                };
+                let real = SocketAddr::new(b.address.addr, port);
+                let target = self.redirect.as_ref().map_or(real, |r| r(real));
+                plans.insert(
+                    record.id,
+                    CheckPlan {
+                        check: check.clone(),
+                        target,
+                        host: real.to_string(),
+                    },
+                );
+            }
+        }
+        self.health.retain(|id, _| plans.contains_key(id));
+        for id in plans.keys() {
+            self.health.entry(*id).or_insert_with(|| Health::new(now));
+        }
+        self.plans = plans;
+    }
+
+    /// Tells the neighbour reader which backends need a next-hop MAC.
+    fn update_wanted(&self) {
+        let Some(reader) = &self.neighbours else {
+            return;
+        };
+        let encap_needs_mac = self.dataplane.ports.iter().any(|p| p.gateway_mac.is_none());
+        let mut wanted = Vec::new();
+        for v in &self.desired.vips {
+            let l2 = v.encap == EncapMode::L2Dsr;
+            if !l2 && !encap_needs_mac {
+                continue;
+            }
+            for b in v.backends.iter().filter(|b| b.mac.is_none()) {
+                wanted.push(Wanted {
+                    backend_id: b.id,
+                    addr: b.address.addr,
+                    on_link: l2,
+                });
+            }
+        }
+        reader.want(wanted);
+    }
+
+    /// Logs VIPs entering or leaving the all-backends-down state.
+    fn note_all_down(&mut self) {
+        let snapshot = self.dataplane.publisher.current();
+        let now_down: HashSet<u32> = snapshot
+            .vips
+            .iter()
+            .filter(|v| v.all_down)
+            .map(|v| v.id)
+            .collect();
+        for v in snapshot.vips.iter() {
+            match (now_down.contains(&v.id), self.all_down.contains(&v.id)) {
+                (true, false) => tracing::warn!(
+                    "vip {}: every backend is down; keeping its table as if they were up rather than dropping its traffic (check the backends: fulcrum health)",
+                    v.key
+                ),
+                (false, true) => tracing::info!("vip {}: a backend is up again", v.key),
+                _ => {}
+            }
+        }
+        self.all_down = now_down;
+    }
+
+    /// Work between requests: health outcomes and due checks, resolved MACs, reclamation.
+    pub fn tick(&mut self, now: Instant) {
+        let mut changed: Vec<String> = Vec::new();
+        while let Some(outcome) = self.prober.as_ref().and_then(Prober::try_outcome) {
+            let (Some(plan), Some(health)) = (
+                self.plans.get(&outcome.backend_id),
+                self.health.get_mut(&outcome.backend_id),
+            ) else {
+                continue; // the backend went away while its check ran
+            };
+            let Some(status) = health.record(&outcome.result, &plan.check, now) else {
+                continue;
+            };
+            let (rise, fall) = (plan.check.rise, plan.check.fall);
+            let error = health.last_error.clone().unwrap_or_default();
+            let (vip, backend) = self.describe(outcome.backend_id);
+            match status {
+                HealthStatus::Down => tracing::warn!(
+                    "backend {backend} of vip {vip} is down after {fall} failed checks: {error}"
+                ),
+                _ => tracing::info!(
+                    "backend {backend} of vip {vip} is up after {rise} passed checks"
+                ),
+            }
+            changed.push(format!(
+                "backend {backend} of vip {vip} is {}",
+                status.as_str()
+            ));
+        }
+        if let Some(prober) = &self.prober {
+            for (id, plan) in &self.plans {
+                let Some(health) = self.health.get_mut(id) else {
+                    continue;
+                };
+                if health.in_flight || now < health.next_due {
+                    continue;
+                }
+                health.in_flight = true;
+                let interval = Duration::from_millis(u64::from(plan.check.interval_ms));
+                // From the due time, not from now, so the interval does not drift by a tick
+                // per check; but never schedule into the past after a stall.
+                health.next_due = (health.next_due + interval).max(now);
+                prober.submit(Job {
+                    backend_id: *id,
+                    target: plan.target,
+                    host: plan.host.clone(),
+                    kind: plan.check.kind.clone(),
+                    timeout: Duration::from_millis(u64::from(plan.check.timeout_ms)),
+                });
+            }
+        }
+        if let Some(macs) = self
+            .neighbours
+            .as_ref()
+            .and_then(NeighbourReader::try_found)
+        {
+            if macs != self.macs {
+                self.macs = macs;
+                changed.push("next-hop MACs resolved".into());
+            }
+        }
+        if !changed.is_empty() {
+            if let Err(e) = self.publish_runtime(&changed.join("; ")) {
+                tracing::error!("cannot publish a snapshot after a health change: {e}");
+            }
+        }
+    }
+
+    /// Once a second: frees retired snapshots and collects the workers' histograms.
+    pub fn housekeeping(&mut self) {
+        self.dataplane.publisher.reclaim();
+        for collector in &mut self.dataplane.histograms {
+            collector.collect();
+        }
+    }
+
+    fn describe(&self, backend_id: u32) -> (String, String) {
+        for v in &self.desired.vips {
+            if let Some(b) = v.backends.iter().find(|b| b.id == backend_id) {
+                return (v.vip.to_string(), b.address.to_string());
+            }
+        }
+        ("?".into(), format!("#{backend_id}"))
+    }
+
+    pub fn vip_views(&self) -> Vec<VipView> {
+        let snapshot = self.dataplane.publisher.current();
+        self.desired
+            .vips
+            .iter()
+            .map(|v| VipView {
+                vip: v.vip,
+                id: v.id,
+                encap: v.encap,
+                gue_port: v.gue_port,
+                table_size: v.table_size,
+                healthcheck: v.healthcheck.clone(),
+                all_backends_down: snapshot.vips.iter().any(|e| e.id == v.id && e.all_down),
+                backends: v
+                    .backends
+                    .iter()
+                    .map(|b| BackendView {
+                        address: b.address,
+                        id: b.id,
+                        weight: b.weight,
+                        state: self.backend_state(b),
+                        drained: b.drained,
+                        health: self
+                            .health
+                            .get(&b.id)
+                            .map_or(HealthStatus::Unchecked, |h| h.status),
+                        mac: b
+                            .mac
+                            .or_else(|| self.macs.get(&b.id).map(|m| crate::addr::MacAddr(*m))),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    pub fn health_report(&self) -> HealthReport {
+        let now = Instant::now();
+        let views = self.vip_views();
+        HealthReport {
+            version: self.version,
+            vips: self
+                .desired
+                .vips
+                .iter()
+                .zip(views)
+                .map(|(v, view)| VipHealth {
+                    vip: v.vip,
+                    healthcheck: v.healthcheck.clone(),
+                    all_backends_down: view.all_backends_down,
+                    backends: v
+                        .backends
+                        .iter()
+                        .map(|b| {
+                            let h = self.health.get(&b.id);
+                            BackendHealth {
+                                address: b.address,
+                                id: b.id,
+                                status: h.map_or(HealthStatus::Unchecked, |h| h.status),
+                                target: self.plans.get(&b.id).map(|p| p.host.clone()),
+                                consecutive_successes: h.map_or(0, |h| h.successes),
+                                consecutive_failures: h.map_or(0, |h| h.failures),
+                                checks: h.map_or(0, |h| h.checks),
+                                failures: h.map_or(0, |h| h.failed_checks),
+                                last_error: h.and_then(|h| h.last_error.clone()),
+                                since_secs: h.map(|h| now.duration_since(h.since).as_secs_f64()),
+                            }
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn snapshot_report(&mut self) -> SnapshotReport {
+        let version = self.dataplane.publisher.version();
+        SnapshotReport {
+            version,
+            workers: self.worker_versions(),
+            all_workers_current: self.dataplane.all_workers_at(version),
+            retired_waiting: self.dataplane.publisher.reclaim(),
+        }
+    }
+
+    pub fn worker_versions(&self) -> Vec<WorkerVersion> {
+        self.dataplane
+            .workers
+            .iter()
+            .map(|w| WorkerVersion {
+                worker: w.worker,
+                lcore: w.lcore,
+                version: w.snapshot_version.get(),
+            })
+            .collect()
+    }
+
+    /// The running configuration: the file's sections with the current VIPs.
+    pub fn running_config(&self) -> Result<Config, ApiError> {
+        self.desired.to_config(&self.base)
+    }
+}
+
+/// The snapshot specs of a desired state, with each backend's state and MAC from the callers'
+/// knowledge (health, resolved neighbours).
+pub(crate) fn specs_of(
+    desired: &Desired,
+    state: impl Fn(&super::state::BackendRecord) -> BackendState,
+    mac: impl Fn(&super::state::BackendRecord) -> Option<[u8; 6]>,
+) -> Vec<VipSpec> {
+    desired
+        .vips
+        .iter()
+        .map(|v| VipSpec {
+            id: v.id,
+            key: v.vip,
+            encap: v.encap,
+            gue_port: v.gue_port.unwrap_or(crate::config::DEFAULT_GUE_PORT),
+            table_size: v.table_size,
+            backends: v
+                .backends
+                .iter()
+                .map(|b| BackendSpec {
+                    id: b.id,
+                    addr: b.address,
+                    weight: u32::from(b.weight),
+                    state: state(b),
+                    mac: mac(b),
+                })
+                .collect(),
+        })
+        .collect()
+}
