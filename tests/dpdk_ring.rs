@@ -36,6 +36,29 @@ fn ring_loopback_bytes_and_mbuf_accounting() {
         assert!(port.rx_queue(0).is_none(), "a queue is handed out once");
         let mut tx = port.tx_queue(0).expect("tx queue 0");
 
+        // Headroom: prepend/adj/append/trim on a real mbuf, refusing what does not fit.
+        {
+            let mut m = pool.alloc().expect("alloc");
+            assert!(m.set_data(&[1, 2, 3, 4]));
+            let room = m.headroom();
+            assert_eq!(room, 128, "RTE_PKTMBUF_HEADROOM");
+            assert!(m.prepend(room + 1).is_none(), "more than the headroom is refused");
+            assert_eq!(m.data(), &[1, 2, 3, 4], "and leaves the packet unchanged");
+            m.prepend(20).expect("fits")[..20].fill(9);
+            assert_eq!(m.len(), 24);
+            assert_eq!(&m.data()[20..], &[1, 2, 3, 4]);
+            assert!(m.adj(20));
+            assert_eq!(m.data(), &[1, 2, 3, 4]);
+            assert!(!m.adj(5));
+            let tail = m.tailroom();
+            assert!(m.append(tail + 1).is_none());
+            assert!(m.append(2).is_some());
+            assert!(m.trim(6));
+            assert!(m.is_empty());
+            assert!(m.is_contiguous());
+        }
+        assert_eq!(pool.available(), size, "the mbuf went back on drop");
+
         // (1) Loopback: send 4 bursts, receive them back and compare bytes.
         let mut seq = 0u32;
         let mut sent_frames = Vec::new();
