@@ -553,7 +553,10 @@ fn fill_with(
 /// The general schedule: a calendar of rounds, each listing the backends due in it.
 fn fill_by_calendar(filling: &mut Filling<'_>, quotas: &[u32], rounds: u32) {
     let backends = quotas.len();
-    let mut picks = vec![0u32; backends];
+    let mut paces: Vec<Pace> = quotas
+        .iter()
+        .map(|&quota| Pace::new(quota, rounds))
+        .collect();
     // `round_head[r]` starts a list, linked through `next_in_round`, of the backends due in
     // round r. A backend is in one list at a time.
     let mut round_head = vec![NONE; rounds as usize];
@@ -595,15 +598,51 @@ fn fill_by_calendar(filling: &mut Filling<'_>, quotas: &[u32], rounds: u32) {
         filling.take_turns(&due);
         for &index in &due {
             let index = index as usize;
-            let quota = quotas[index];
-            picks[index] += 1;
-            if picks[index] < quota {
-                let next_round =
-                    (u64::from(picks[index]) * u64::from(rounds) / u64::from(quota)) as usize;
-                next_in_round[index] = round_head[next_round];
-                round_head[next_round] = index as u32;
+            if let Some(next_round) = paces[index].step() {
+                next_in_round[index] = round_head[next_round as usize];
+                round_head[next_round as usize] = index as u32;
             }
         }
+    }
+}
+
+/// When a backend with `quota` slots takes its turns: its k-th in round floor(k * Q / quota),
+/// tracked by adding Q / quota and carrying the remainder, so no division per turn.
+struct Pace {
+    round: u32,
+    carry: u32,
+    whole: u32,
+    fraction: u32,
+    quota: u32,
+    left: u32,
+}
+
+impl Pace {
+    fn new(quota: u32, rounds: u32) -> Pace {
+        let quota_or_1 = quota.max(1);
+        Pace {
+            round: 0,
+            carry: 0,
+            whole: rounds / quota_or_1,
+            fraction: rounds % quota_or_1,
+            quota: quota_or_1,
+            left: quota,
+        }
+    }
+
+    /// Records a turn taken; the round of the next one, if any are left.
+    fn step(&mut self) -> Option<u32> {
+        self.left = self.left.checked_sub(1)?;
+        if self.left == 0 {
+            return None;
+        }
+        self.round += self.whole;
+        self.carry += self.fraction;
+        if self.carry >= self.quota {
+            self.carry -= self.quota;
+            self.round += 1;
+        }
+        Some(self.round)
     }
 }
 
