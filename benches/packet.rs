@@ -95,25 +95,25 @@ fn benches(c: &mut Criterion) {
     let backend6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xbe, 0, 0, 0, 0, 21));
     parse_and_encap(
         c,
-        "parse+ipip/ipv4_in_ipv4",
+        "parse_then_ipip/ipv4_in_ipv4",
         &v4,
         params(EncapMode::Ipip, backend4),
     );
     parse_and_encap(
         c,
-        "parse+gue/ipv4_in_ipv4",
+        "parse_then_gue/ipv4_in_ipv4",
         &v4,
         params(EncapMode::Gue, backend4),
     );
     parse_and_encap(
         c,
-        "parse+gue/ipv6_in_ipv6",
+        "parse_then_gue/ipv6_in_ipv6",
         &v6,
         params(EncapMode::Gue, backend6),
     );
     parse_and_encap(
         c,
-        "parse+l2dsr/ipv4",
+        "parse_then_l2dsr/ipv4",
         &v4,
         params(EncapMode::L2Dsr, backend4),
     );

@@ -217,10 +217,15 @@ struct InnerFields {
     protocol: u8,
 }
 
+/// Reads the fields the outer header copies. `parse` has validated the inner header; this
+/// only needs its fixed part to be there.
 fn inner_fields(inner: &[u8], family: Family) -> Result<InnerFields, EncapError> {
     match family {
         Family::V4 => {
-            let ip = Ipv4Packet::new_checked(inner).map_err(|_| EncapError::PacketMismatch)?;
+            let fixed = inner
+                .first_chunk::<{ ipv4::HEADER_LEN }>()
+                .ok_or(EncapError::PacketMismatch)?;
+            let ip = Ipv4Packet::new_unchecked(fixed);
             Ok(InnerFields {
                 dscp_ecn: ip.dscp_ecn(),
                 dont_fragment: ip.dont_fragment(),
@@ -229,9 +234,11 @@ fn inner_fields(inner: &[u8], family: Family) -> Result<InnerFields, EncapError>
             })
         }
         Family::V6 => {
-            let ip = Ipv6Packet::new_checked(inner).map_err(|_| EncapError::PacketMismatch)?;
+            let fixed = inner
+                .first_chunk::<{ ipv6::HEADER_LEN }>()
+                .ok_or(EncapError::PacketMismatch)?;
             Ok(InnerFields {
-                dscp_ecn: ip.traffic_class(),
+                dscp_ecn: Ipv6Packet::new_unchecked(fixed).traffic_class(),
                 dont_fragment: true,
                 ident: 0,
                 protocol: ipv6::next_header::IPV6,
@@ -258,6 +265,65 @@ fn outer_addresses(params: &EncapParams) -> Result<OuterSource, EncapError> {
     }
 }
 
+// The outer headers are written into fixed-size arrays (the views then compile to plain
+// stores, without bounds checks) and copied into the packet in one piece.
+
+fn outer_ipv4(
+    fields: &InnerFields,
+    total_len: u16,
+    protocol: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+) -> [u8; ipv4::HEADER_LEN] {
+    let mut header = [0u8; ipv4::HEADER_LEN];
+    let mut ip = Ipv4Packet::new_unchecked(&mut header);
+    ip.set_version_and_header_len(ipv4::HEADER_LEN);
+    ip.set_dscp_ecn(fields.dscp_ecn);
+    ip.set_total_len(total_len);
+    ip.set_ident(if fields.dont_fragment {
+        0
+    } else {
+        fields.ident
+    });
+    ip.set_flags_and_frag_offset(fields.dont_fragment, false, 0);
+    ip.set_ttl(OUTER_TTL);
+    ip.set_protocol(protocol);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    ip.fill_checksum();
+    header
+}
+
+fn outer_ipv6(
+    traffic_class: u8,
+    flow_hash: u64,
+    payload_len: u16,
+    next_header: u8,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+) -> [u8; ipv6::HEADER_LEN] {
+    let mut header = [0u8; ipv6::HEADER_LEN];
+    let mut ip = Ipv6Packet::new_unchecked(&mut header);
+    ip.set_version_tc_flow(traffic_class, flow_label(flow_hash));
+    ip.set_payload_len(payload_len);
+    ip.set_next_header(next_header);
+    ip.set_hop_limit(OUTER_TTL);
+    ip.set_src_addr(src);
+    ip.set_dst_addr(dst);
+    header
+}
+
+fn gue_udp_header(flow_hash: u64, dst_port: u16, udp_len: u16) -> [u8; udp::HEADER_LEN] {
+    let mut header = [0u8; udp::HEADER_LEN];
+    let mut udp = UdpPacket::new_unchecked(&mut header);
+    udp.set_src_port(gue_src_port(flow_hash));
+    udp.set_dst_port(dst_port);
+    udp.set_len(udp_len);
+    // Zero: no checksum under IPv4; under IPv6 it is filled in over the whole datagram.
+    udp.set_checksum(0);
+    header
+}
+
 fn tunnel<P: PacketBuf + ?Sized>(
     pkt: &mut P,
     meta: &IpMeta,
@@ -272,7 +338,6 @@ fn tunnel<P: PacketBuf + ?Sized>(
         EncapMode::Ipip
     };
     let grow = overhead(mode, outer_family);
-    let ip_header_len = overhead(EncapMode::Ipip, outer_family);
     let l2_len = usize::from(meta.l2_len);
     let inner_len = meta.ip_len as usize;
 
@@ -289,21 +354,24 @@ fn tunnel<P: PacketBuf + ?Sized>(
         .ok_or(EncapError::PacketMismatch)?;
     let fields = inner_fields(inner, meta.family)?;
     let padding = data.len() - (l2_len + inner_len);
-    // The IPv4 total length, or the IPv6 payload length and the UDP length, must fit 16 bits.
-    let length_field = grow + inner_len
-        - if outer_family == Family::V6 {
-            ip_header_len
-        } else {
-            0
-        };
-    if length_field > usize::from(u16::MAX) {
-        return Err(EncapError::TooBig);
-    }
+    // The IPv4 total length, the IPv6 payload length and the UDP length must fit 16 bits.
+    let ipv4_total_len = grow + inner_len;
+    let after_ip_len = ipv4_total_len - overhead(EncapMode::Ipip, outer_family);
+    let length_field = match outer_family {
+        Family::V4 => ipv4_total_len,
+        Family::V6 => after_ip_len,
+    };
+    let length_field = u16::try_from(length_field).map_err(|_| EncapError::TooBig)?;
+    let after_ip_len = after_ip_len as u16;
+    let protocol = if with_udp {
+        crate::flow::proto::UDP
+    } else {
+        fields.protocol
+    };
 
     let buf = pkt.prepend(grow).ok_or(EncapError::NoHeadroom)?;
     let frame = &mut buf[..l2_len + grow + inner_len];
-    let (l2, rest) = frame.split_at_mut(l2_len);
-    let (outer_ip, rest) = rest.split_at_mut(ip_header_len);
+    let (l2, outer) = frame.split_at_mut(l2_len);
     let outer_ethertype = match outer_family {
         Family::V4 => ethernet::ethertype::IPV4,
         Family::V6 => ethernet::ethertype::IPV6,
@@ -314,56 +382,38 @@ fn tunnel<P: PacketBuf + ?Sized>(
         vlan_tci,
         outer_ethertype,
     );
-    let protocol = if with_udp {
-        crate::flow::proto::UDP
-    } else {
-        fields.protocol
-    };
-    match addresses {
+    let after_ip = match addresses {
         OuterSource::V4(src, dst) => {
-            let mut ip = Ipv4Packet::new_unchecked(outer_ip);
-            ip.set_version_and_header_len(ipv4::HEADER_LEN);
-            ip.set_dscp_ecn(fields.dscp_ecn);
-            ip.set_total_len(length_field as u16);
-            ip.set_ident(if fields.dont_fragment {
-                0
-            } else {
-                fields.ident
-            });
-            ip.set_flags_and_frag_offset(fields.dont_fragment, false, 0);
-            ip.set_ttl(OUTER_TTL);
-            ip.set_protocol(protocol);
-            ip.set_src_addr(src);
-            ip.set_dst_addr(dst);
-            ip.fill_checksum();
+            let header = outer_ipv4(&fields, length_field, protocol, src, dst);
+            let (ip, after_ip) = outer.split_at_mut(ipv4::HEADER_LEN);
+            ip.copy_from_slice(&header);
+            after_ip
         }
         OuterSource::V6(src, dst) => {
-            let mut ip = Ipv6Packet::new_unchecked(outer_ip);
-            ip.set_version_tc_flow(fields.dscp_ecn, flow_label(params.flow_hash));
-            ip.set_payload_len(length_field as u16);
-            ip.set_next_header(protocol);
-            ip.set_hop_limit(OUTER_TTL);
-            ip.set_src_addr(src);
-            ip.set_dst_addr(dst);
+            let header = outer_ipv6(
+                fields.dscp_ecn,
+                params.flow_hash,
+                length_field,
+                protocol,
+                src,
+                dst,
+            );
+            let (ip, after_ip) = outer.split_at_mut(ipv6::HEADER_LEN);
+            ip.copy_from_slice(&header);
+            after_ip
         }
-    }
+    };
     if with_udp {
-        let mut udp = UdpPacket::new_unchecked(rest);
-        udp.set_src_port(gue_src_port(params.flow_hash));
-        udp.set_dst_port(params.gue_port);
-        udp.set_len((udp::HEADER_LEN + inner_len) as u16);
-        match addresses {
-            OuterSource::V4(..) => udp.set_checksum(0),
-            OuterSource::V6(src, dst) => {
-                let length = (udp::HEADER_LEN + inner_len) as u32;
-                let pseudo = checksum::pseudo_header_v6(
-                    &src.octets(),
-                    &dst.octets(),
-                    crate::flow::proto::UDP,
-                    length,
-                );
-                udp.fill_checksum(pseudo);
-            }
+        let header = gue_udp_header(params.flow_hash, params.gue_port, after_ip_len);
+        after_ip[..udp::HEADER_LEN].copy_from_slice(&header);
+        if let OuterSource::V6(src, dst) = addresses {
+            let pseudo = checksum::pseudo_header_v6(
+                &src.octets(),
+                &dst.octets(),
+                crate::flow::proto::UDP,
+                u32::from(after_ip_len),
+            );
+            UdpPacket::new_unchecked(after_ip).fill_checksum(pseudo);
         }
     }
     if padding > 0 {

@@ -5,23 +5,38 @@
 //! packet (2^16 words of 2^32 cannot overflow), and because 2^16 = 1 modulo 0xffff the result
 //! folds to the same value as summing 16-bit words.
 
-/// Adds `data` as big-endian 16-bit words to nothing, returning an unfolded partial sum.
+/// Adds `data` as big-endian 16-bit words to nothing, returning a partial sum.
 /// An odd trailing byte counts as the high byte of a word padded with zero, so when sums of
 /// several pieces are added, every piece but the last must have even length.
+///
+/// Works 8 bytes at a time in the machine's byte order with end-around carry (an add and an
+/// add-with-carry per word), then folds and swaps once: the ones-complement sum is
+/// byte-order independent (RFC 1071 section 2(B)), and 0xffff divides 2^64 - 1, so the
+/// 64-bit sum folds to the 16-bit one.
 #[inline]
 pub fn sum(data: &[u8]) -> u64 {
+    let (words, rest) = data.as_chunks::<8>();
     let mut acc: u64 = 0;
-    let mut words = data.chunks_exact(4);
-    for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    for word in words {
+        acc = add_with_carry(acc, u64::from_ne_bytes(*word));
     }
-    match *words.remainder() {
-        [a] => acc += u64::from(a) << 8,
-        [a, b] => acc += u64::from(u16::from_be_bytes([a, b])),
-        [a, b, c] => acc += u64::from(u16::from_be_bytes([a, b])) + (u64::from(c) << 8),
-        _ => {}
-    }
-    acc
+    // Zero padding after the last bytes in memory order is exactly RFC 1071's padding.
+    let mut tail = [0u8; 8];
+    tail[..rest.len()].copy_from_slice(rest);
+    acc = add_with_carry(acc, u64::from_ne_bytes(tail));
+    let folded = fold(acc);
+    u64::from(if cfg!(target_endian = "little") {
+        folded.swap_bytes()
+    } else {
+        folded
+    })
+}
+
+#[inline(always)]
+fn add_with_carry(acc: u64, word: u64) -> u64 {
+    let (sum, carry) = acc.overflowing_add(word);
+    // Cannot overflow: with a carry, `sum` is at most 2^64 - 2.
+    sum + u64::from(carry)
 }
 
 /// Folds a partial sum to 16 bits with end-around carry.
@@ -122,6 +137,22 @@ mod tests {
         }
         let ones = vec![0xffu8; 65_535];
         assert_eq!(finish(sum(&ones)), reference(&ones));
+    }
+
+    #[test]
+    fn sums_of_pieces_split_at_even_offsets_add_up_to_the_whole() {
+        let mut rng = Rng(0xfeed);
+        for _ in 0..2_000 {
+            let len = (rng.next() % 300) as usize;
+            let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let split = ((rng.next() as usize) % (len + 1)) & !1;
+            let (a, b) = data.split_at(split);
+            assert_eq!(
+                fold(sum(a) + sum(b)),
+                fold(sum(&data)),
+                "len {len} split {split}"
+            );
+        }
     }
 
     #[test]

@@ -158,8 +158,8 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     }
     let l3 = frame.get(l2_len..).unwrap_or(&[]);
     match payload_type {
-        ethertype::IPV4 => parse_ipv4(l3, l2_len, vlan),
-        ethertype::IPV6 => parse_ipv6(l3, l2_len, vlan),
+        ethertype::IPV4 => parse_ipv4(l3, l2_len, vlan).map(Parsed::Ip),
+        ethertype::IPV6 => parse_ipv6(l3, l2_len, vlan).map(Parsed::Ip),
         _ => Ok(Parsed::NotIp {
             ethertype: payload_type,
             l2_len: l2_len as u8,
@@ -169,7 +169,7 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
 }
 
 #[inline(always)]
-fn parse_ipv4(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<Parsed, ParseError> {
+fn parse_ipv4(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<IpMeta, ParseError> {
     use ipv4::{field, flags};
     let h = l3
         .first_chunk::<{ ipv4::HEADER_LEN }>()
@@ -184,9 +184,7 @@ fn parse_ipv4(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<Parsed, Par
     } else {
         Fragment::None
     };
-    // Built as the final `Parsed` and completed in place: returning an `IpMeta` to be
-    // wrapped afterwards costs two copies of it per packet.
-    let mut parsed = Parsed::Ip(IpMeta {
+    let mut meta = IpMeta {
         l2_len: l2_len as u8,
         vlan,
         family: Family::V4,
@@ -206,16 +204,16 @@ fn parse_ipv4(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<Parsed, Par
         ttl_or_hop_limit: h[field::TTL],
         tcp_flags: 0,
         icmp_error: None,
-    });
-    if let (Fragment::None, Parsed::Ip(meta)) = (fragment, &mut parsed) {
+    };
+    if fragment == Fragment::None {
         let l4 = l3.get(header_len..total_len).unwrap_or(&[]);
-        parse_l4(l4, meta)?;
+        parse_l4(l4, &mut meta)?;
     }
-    Ok(parsed)
+    Ok(meta)
 }
 
 #[inline(always)]
-fn parse_ipv6(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<Parsed, ParseError> {
+fn parse_ipv6(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<IpMeta, ParseError> {
     use ipv6::field;
     let h = l3
         .first_chunk::<{ ipv6::HEADER_LEN }>()
@@ -243,7 +241,7 @@ fn parse_ipv6(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<Parsed, Par
         Some(f) if f.offset == 0 => (Fragment::First, f.ident),
         Some(f) => (Fragment::NonFirst, f.ident),
     };
-    let mut parsed = Parsed::Ip(IpMeta {
+    let mut meta = IpMeta {
         l2_len: l2_len as u8,
         vlan,
         family: Family::V6,
@@ -263,12 +261,12 @@ fn parse_ipv6(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<Parsed, Par
         ttl_or_hop_limit: h[field::HOP_LIMIT],
         tcp_flags: 0,
         icmp_error: None,
-    });
-    if let (Fragment::None, Parsed::Ip(meta)) = (fragment, &mut parsed) {
+    };
+    if fragment == Fragment::None {
         let l4 = payload.get(upper.offset..).unwrap_or(&[]);
-        parse_l4(l4, meta)?;
+        parse_l4(l4, &mut meta)?;
     }
-    Ok(parsed)
+    Ok(meta)
 }
 
 /// Reads ports and flags, or the flow an ICMP error quotes, from an unfragmented packet's
