@@ -532,7 +532,12 @@ fn fill_with(
     let rounds = quotas.iter().copied().max().unwrap_or(0);
     // Equal weights, the common case: the first backends get one entry more than the rest,
     // and the calendar below reduces to the paper's plain round robin.
-    let longer = active.partition_point(|&index| quotas[index as usize] == rounds);
+    // (Counted from the front, not binary-searched: with unequal weights the longest quotas
+    // need not come first, and then this is not the equal-weights case at all.)
+    let longer = active
+        .iter()
+        .take_while(|&&index| quotas[index as usize] == rounds)
+        .count();
     let round_robin = active[longer..]
         .iter()
         .all(|&index| quotas[index as usize] + 1 == rounds);
@@ -1042,6 +1047,29 @@ mod tests {
         ));
         // Names are opaque and used verbatim.
         assert!(build(&["web-1.example"]).is_ok());
+    }
+
+    #[test]
+    fn weighted_shares_hold_whatever_the_key_order() {
+        // Regressions: weights whose heaviest backend is not first in key order.
+        for pattern in [&[1u32, 3][..], &[1, 2], &[1, 3, 3], &[3, 1], &[1, 1, 3], &[0, 1, 2], &[2, 0, 1, 5]] {
+            let backends: Vec<MaglevBackend> = pattern
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| MaglevBackend::new(format!("198.51.100.{}", i + 1), w))
+                .collect();
+            let table = MaglevTable::build(&backends, DEFAULT_TABLE_SIZE).unwrap();
+            let counts = table.entry_counts();
+            let total: u32 = pattern.iter().sum();
+            for (i, &w) in pattern.iter().enumerate() {
+                let want = f64::from(DEFAULT_TABLE_SIZE) * f64::from(w) / f64::from(total);
+                assert!(
+                    (f64::from(counts[i]) - want).abs() <= 1.0,
+                    "weights {pattern:?}: backend {i} has {} entries, owed {want:.1}",
+                    counts[i]
+                );
+            }
+        }
     }
 
     #[test]

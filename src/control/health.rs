@@ -209,6 +209,9 @@ pub fn probe(
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),
+            // DPDK's net_tap PMD raises SIGIO on its queues' file descriptors; a signal landing
+            // on this thread interrupts the read, which is no failure of the backend.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io(e)),
         }
     }
