@@ -17,3 +17,6 @@ cargo build --release --bin fulcrum
 
 echo "== cargo test"
 cargo test --workspace
+
+echo "== end-to-end tests in network namespaces (real kernel TCP/UDP through fulcrum)"
+bash scripts/e2e.sh
