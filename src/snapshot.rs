@@ -85,6 +85,8 @@ pub struct VipEntry {
     /// Every backend with weight is down: the table is built as if they were up, rather than
     /// black-holing the VIP (see docs/architecture.md).
     pub all_down: bool,
+    /// What this entry was built from: an unchanged spec reuses the whole entry.
+    pub source: Arc<VipSpec>,
 }
 
 impl VipEntry {
@@ -200,6 +202,30 @@ pub fn build(
                 return Err(SnapshotError::IdRange(v.id, b.id));
             }
         }
+        for b in &v.backends {
+            backends[b.id as usize] = Some(BackendEntry {
+                id: b.id,
+                vip_id: v.id,
+                addr: b.addr.addr,
+                weight: b.weight,
+                state: b.state,
+                mac: b.mac,
+            });
+        }
+        matches.push(VipMatch {
+            addr: mapped(v.key.addr),
+            port: v.key.port,
+            proto: v.key.protocol.number(),
+        });
+        // A change usually touches one VIP of many: the others are taken over whole, without
+        // formatting their backends' keys or comparing tables.
+        if let Some(same) = previous
+            .and_then(|p| p.vips.iter().find(|e| e.id == v.id))
+            .filter(|e| *e.source == *v)
+        {
+            entries.push(same.clone());
+            continue;
+        }
         let any_up = v
             .backends
             .iter()
@@ -244,21 +270,6 @@ pub fn build(
             return Err(SnapshotError::Order(v.key));
         }
         let members: Box<[u32]> = keyed.iter().map(|(_, b)| b.id).collect();
-        for b in &v.backends {
-            backends[b.id as usize] = Some(BackendEntry {
-                id: b.id,
-                vip_id: v.id,
-                addr: b.addr.addr,
-                weight: b.weight,
-                state: b.state,
-                mac: b.mac,
-            });
-        }
-        matches.push(VipMatch {
-            addr: mapped(v.key.addr),
-            port: v.key.port,
-            proto: v.key.protocol.number(),
-        });
         entries.push(VipEntry {
             id: v.id,
             key: v.key,
@@ -267,6 +278,7 @@ pub fn build(
             table,
             members,
             all_down,
+            source: Arc::new(v.clone()),
         });
     }
     let classifier =
@@ -479,6 +491,10 @@ mod tests {
         b2.backends[0].weight = 5;
         let s2 = build(2, &[a, b2], &[], Some(&s1)).unwrap();
         assert!(Arc::ptr_eq(&s1.vips[0].table, &s2.vips[0].table));
+        assert!(
+            Arc::ptr_eq(&s1.vips[0].source, &s2.vips[0].source),
+            "whole entry reused"
+        );
         assert!(!Arc::ptr_eq(&s1.vips[1].table, &s2.vips[1].table));
     }
 

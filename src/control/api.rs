@@ -10,8 +10,8 @@ use std::io::Read;
 
 use super::diff::diff;
 use super::messages::{
-    ApplyReport, BackendList, BackendReply, BackendRequest, Done, ErrorBody, VipList, VipReply,
-    VipRequest, WeightRequest,
+    ApplyReport, BackendList, BackendReply, BackendRequest, Done, ErrorBody, SnapshotReport,
+    VipList, VipReply, VipRequest, WeightRequest,
 };
 use super::metrics::{self, MetricsInput};
 use super::plane::Plane;
@@ -114,6 +114,8 @@ pub fn serve(plane: &mut Plane, mut request: tiny_http::Request) {
     if let Err(e) = request.respond(reply) {
         tracing::debug!("cannot send the response to {method} {url}: {e}");
     }
+    // After the answer left: a change's adoption by the workers is measured from there.
+    plane.await_adoption(Some(std::time::Instant::now()));
 }
 
 /// Answers one request.
@@ -350,7 +352,13 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
             );
             Ok(ApiResponse::json(200, &report))
         }
-        ("GET", ["v1", "snapshot"]) => Ok(ApiResponse::json(200, &plane.snapshot_report())),
+        ("GET", ["v1", "snapshot"]) => Ok(ApiResponse::json(
+            200,
+            &SnapshotAnswer {
+                report: plane.snapshot_report(),
+                adoption: plane.adoption.report(),
+            },
+        )),
         ("GET", ["v1", "config"]) => {
             let config = plane.running_config()?.redacted();
             let text = toml::to_string(&config)
@@ -373,16 +381,18 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
     }
 }
 
+/// `GET /v1/snapshot`: the workers' versions and how fast they adopt new ones.
+#[derive(serde::Serialize)]
+struct SnapshotAnswer<'a> {
+    #[serde(flatten)]
+    report: SnapshotReport,
+    adoption: &'a metrics::AdoptionReport,
+}
+
 fn vip_reply(plane: &Plane, key: &VipKey) -> Result<VipReply, ApiError> {
-    plane.desired.vip(key)?;
-    let vip = plane
-        .vip_views()
-        .into_iter()
-        .find(|v| v.vip == *key)
-        .ok_or_else(|| ApiError::internal("vip view missing"))?;
     Ok(VipReply {
         version: plane.version,
-        vip,
+        vip: plane.vip_view(key)?,
     })
 }
 
@@ -427,6 +437,7 @@ fn metrics_text(plane: &mut Plane) -> ApiResponse {
         health: &health,
         workers: &workers,
         burst: &burst,
+        adoption: &plane.adoption,
     });
     ApiResponse::text(PROMETHEUS, text)
 }

@@ -155,6 +155,76 @@ pub fn burst_buckets() -> impl Iterator<Item = u64> {
     (6..=30).map(|p| 1u64 << p)
 }
 
+/// Upper bounds of the `fulcrum_snapshot_adoption_seconds` buckets: from a worker that was
+/// between two bursts (microseconds) to one that is starved of its core (tens of ms).
+pub const ADOPTION_BUCKETS: [f64; 11] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
+];
+
+/// How long the control thread waits for the workers to adopt a snapshot before it counts a
+/// timeout and moves on (the largest bucket).
+pub const ADOPTION_LIMIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// One published snapshot's way to the workers. Times are in microseconds.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdoptionSample {
+    pub version: u64,
+    /// From the API answer leaving (from the publish, for a health or MAC change, which has
+    /// no answer) until every worker runs this version or a newer one; when they already did,
+    /// the cost of one look (under a microsecond). `None`: not every worker had it within
+    /// [`ADOPTION_LIMIT`].
+    pub adopted_us: Option<f64>,
+    /// From the publish until the answer left (0 without an answer).
+    pub answered_us: f64,
+    /// The change's validate + build + persist + publish, on the control thread.
+    pub commit_us: f64,
+}
+
+/// `GET /v1/snapshot`'s `adoption`: the last sample and the totals behind
+/// `fulcrum_snapshot_adoption_seconds`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdoptionReport {
+    /// Publishes measured (API changes, health and MAC changes).
+    pub measured: u64,
+    /// Publishes some worker had not adopted within the wait limit.
+    pub timeouts: u64,
+    pub max_adopted_us: f64,
+    pub last: Option<AdoptionSample>,
+}
+
+/// How long workers take to adopt published snapshots, as a Prometheus histogram.
+#[derive(Clone, Debug, Default)]
+pub struct AdoptionStats {
+    /// Per bucket of [`ADOPTION_BUCKETS`], not cumulative.
+    buckets: [u64; ADOPTION_BUCKETS.len()],
+    sum_seconds: f64,
+    report: AdoptionReport,
+}
+
+impl AdoptionStats {
+    pub fn record(&mut self, sample: AdoptionSample) {
+        self.report.measured += 1;
+        match sample.adopted_us {
+            Some(us) => {
+                let seconds = us / 1e6;
+                self.sum_seconds += seconds;
+                if let Some(i) = ADOPTION_BUCKETS.iter().position(|b| seconds <= *b) {
+                    self.buckets[i] += 1;
+                }
+                self.report.max_adopted_us = self.report.max_adopted_us.max(us);
+            }
+            // Counted in `+Inf` only: the real time is unknown, and adding the limit to the
+            // sum would pass a guess off as a measurement.
+            None => self.report.timeouts += 1,
+        }
+        self.report.last = Some(sample);
+    }
+
+    pub fn report(&self) -> &AdoptionReport {
+        &self.report
+    }
+}
+
 /// Everything `/metrics` shows.
 pub struct MetricsInput<'a> {
     pub report: &'a StatsReport,
@@ -162,6 +232,7 @@ pub struct MetricsInput<'a> {
     pub health: &'a HealthReport,
     pub workers: &'a [WorkerVersion],
     pub burst: &'a Histogram<u64>,
+    pub adoption: &'a AdoptionStats,
 }
 
 /// The Prometheus text exposition format (version 0.0.4).
@@ -192,6 +263,8 @@ pub fn prometheus(input: &MetricsInput) -> String {
             w.version,
         );
     }
+
+    adoption_histogram(o, input.adoption);
 
     type PortField = fn(&PortStatsView) -> u64;
     let port_counters: [(&str, &str, PortField); 6] = [
@@ -605,6 +678,42 @@ pub fn prometheus(input: &MetricsInput) -> String {
     out
 }
 
+fn adoption_histogram(o: &mut String, a: &AdoptionStats) {
+    const NAME: &str = "fulcrum_snapshot_adoption_seconds";
+    family(
+        o,
+        NAME,
+        "histogram",
+        "From an API answer (or a health/MAC change's publish) until every worker runs the new snapshot.",
+    );
+    let mut cumulative = 0;
+    for (bound, count) in ADOPTION_BUCKETS.iter().zip(&a.buckets) {
+        cumulative += count;
+        sample(
+            o,
+            &format!("{NAME}_bucket"),
+            &[("le", &bound.to_string())],
+            cumulative,
+        );
+    }
+    sample(
+        o,
+        &format!("{NAME}_bucket"),
+        &[("le", "+Inf")],
+        a.report.measured,
+    );
+    let _ = writeln!(o, "{NAME}_sum {}", a.sum_seconds);
+    sample(o, &format!("{NAME}_count"), &[], a.report.measured);
+    let timeouts = "fulcrum_snapshot_adoption_timeouts_total";
+    family(
+        o,
+        timeouts,
+        "counter",
+        "Snapshots some worker had not adopted 50 ms after the answer.",
+    );
+    sample(o, timeouts, &[], a.report.timeouts);
+}
+
 fn state_name(state: BackendState) -> &'static str {
     match state {
         BackendState::Active => "active",
@@ -742,12 +851,22 @@ mod tests {
             version: 9,
             vips: vec![],
         };
+        let mut adoption = AdoptionStats::default();
+        for adopted_us in [Some(4.0), Some(30.0), Some(30.0), Some(900.0), None] {
+            adoption.record(AdoptionSample {
+                version: 9,
+                adopted_us,
+                answered_us: 20.0,
+                commit_us: 100.0,
+            });
+        }
         let text = prometheus(&MetricsInput {
             report: &report,
             vips: &vips,
             health: &health,
             workers: &workers,
             burst: &burst,
+            adoption: &adoption,
         });
         for line in [
             "fulcrum_port_rx_packets_total{port=\"0\",device=\"net_tap0\"} 2",
@@ -765,6 +884,15 @@ mod tests {
             "fulcrum_burst_cycles_bucket{le=\"+Inf\"} 4",
             "fulcrum_burst_cycles_count 4",
             "# TYPE fulcrum_burst_cycles histogram",
+            "# TYPE fulcrum_snapshot_adoption_seconds histogram",
+            "fulcrum_snapshot_adoption_seconds_bucket{le=\"0.00001\"} 1",
+            "fulcrum_snapshot_adoption_seconds_bucket{le=\"0.000025\"} 1",
+            "fulcrum_snapshot_adoption_seconds_bucket{le=\"0.00005\"} 3",
+            "fulcrum_snapshot_adoption_seconds_bucket{le=\"0.001\"} 4",
+            "fulcrum_snapshot_adoption_seconds_bucket{le=\"0.05\"} 4",
+            "fulcrum_snapshot_adoption_seconds_bucket{le=\"+Inf\"} 5",
+            "fulcrum_snapshot_adoption_seconds_count 5",
+            "fulcrum_snapshot_adoption_timeouts_total 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
@@ -774,8 +902,16 @@ mod tests {
         // Every sample line is `name{labels} value` with a numeric value.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let value = line.rsplit(' ').next().unwrap();
-            assert!(value.parse::<u64>().is_ok(), "{line}");
+            assert!(value.parse::<f64>().is_ok_and(f64::is_finite), "{line}");
         }
+        let sum: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("fulcrum_snapshot_adoption_seconds_sum "))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        assert!((sum - 964e-6).abs() < 1e-9, "{sum}");
+        assert_eq!(adoption.report().max_adopted_us, 900.0);
+        assert_eq!(adoption.report().last.unwrap().adopted_us, None);
     }
 
     #[test]

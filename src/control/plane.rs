@@ -14,6 +14,7 @@ use super::messages::{
     BackendHealth, BackendView, HealthReport, HealthStatus, SnapshotReport, VipHealth, VipView,
     WorkerVersion,
 };
+use super::metrics::{AdoptionSample, AdoptionStats, ADOPTION_LIMIT};
 use super::neighbours::{NeighbourReader, Wanted};
 use super::persist;
 use super::state::{ApiError, Desired, IdPolicy, Released};
@@ -25,6 +26,18 @@ use crate::snapshot::{self, BackendSpec, BackendState, Snapshot, VipSpec};
 /// Where health checks really connect, given where they would: the identity in the daemon.
 /// Tests point it at servers on 127.0.0.1, since backends cannot be loopback addresses.
 pub type ProbeRedirect = Arc<dyn Fn(SocketAddr) -> SocketAddr + Send + Sync>;
+
+/// How long [`Plane::await_adoption`] polls without yielding its core.
+const ADOPTION_SPIN: Duration = Duration::from_millis(1);
+
+/// A snapshot published but not yet seen running on every worker.
+#[derive(Clone, Copy)]
+struct PendingAdoption {
+    version: u64,
+    /// When the change began (validation), and when the snapshot was published.
+    started: Instant,
+    published: Instant,
+}
 
 /// How one backend is checked.
 #[derive(Clone)]
@@ -53,6 +66,8 @@ pub struct Plane {
     /// VIPs whose backends are all down, to log when that starts and ends.
     all_down: HashSet<u32>,
     pub started: Instant,
+    pending_adoption: Option<PendingAdoption>,
+    pub adoption: AdoptionStats,
 }
 
 impl Plane {
@@ -81,9 +96,14 @@ impl Plane {
             redirect,
             all_down: HashSet::new(),
             started: Instant::now(),
+            pending_adoption: None,
+            adoption: AdoptionStats::default(),
         };
         plane.sync_health(Instant::now());
         plane.publish_runtime("initial configuration")?;
+        // Its wait would start only when the API is up, measuring the start-up, not the
+        // workers; and the workers began with the same VIPs (`initial_specs`).
+        plane.pending_adoption = None;
         Ok(plane)
     }
 
@@ -106,6 +126,7 @@ impl Plane {
 
     /// Validates, persists, publishes and logs `candidate`; returns the new version.
     pub fn commit(&mut self, what: String, mut candidate: Desired) -> Result<u64, ApiError> {
+        let started = Instant::now();
         candidate.validate(&self.base)?;
         let version = self.version + 1;
         candidate.version = version;
@@ -115,6 +136,7 @@ impl Plane {
         }
         self.dataplane.publisher.publish(snapshot);
         let now = Instant::now();
+        self.expect_adoption(version, started, now);
         self.released.record(&self.desired, &candidate, now);
         self.desired = candidate;
         self.version = version;
@@ -127,13 +149,71 @@ impl Plane {
 
     /// Publishes the current state again after a health or MAC change (not persisted).
     fn publish_runtime(&mut self, why: &str) -> Result<u64, ApiError> {
+        let started = Instant::now();
         let version = self.version + 1;
         let snapshot = self.build(&self.desired, version)?;
         self.dataplane.publisher.publish(snapshot);
+        self.expect_adoption(version, started, Instant::now());
         self.version = version;
         tracing::info!(version, "version {version}: {why}");
         self.note_all_down();
         Ok(version)
+    }
+
+    fn expect_adoption(&mut self, version: u64, started: Instant, published: Instant) {
+        if self.dataplane.workers.is_empty() {
+            return; // nothing to adopt it: no data plane (tests, `config check`)
+        }
+        self.pending_adoption = Some(PendingAdoption {
+            version,
+            started,
+            published,
+        });
+    }
+
+    /// Measures how long the workers take to run the snapshot published last: called once
+    /// its answer has left (`answered`; `None` for a change nobody asked for), so the wait
+    /// never delays an answer. Polls the workers' versions (one relaxed load each) for at
+    /// most [`ADOPTION_LIMIT`]; the next request waits that long at worst, and only if a
+    /// worker is stuck.
+    pub fn await_adoption(&mut self, answered: Option<Instant>) {
+        let Some(pending) = self.pending_adoption.take() else {
+            return;
+        };
+        let from = answered.unwrap_or(pending.published);
+        let adopted = loop {
+            if self.dataplane.all_workers_at(pending.version) {
+                break Some(from.elapsed());
+            }
+            let waited = from.elapsed();
+            if waited >= ADOPTION_LIMIT {
+                break None;
+            }
+            // Spin through the first millisecond: a yield on a busy core can hand it away for
+            // a whole time slice, and the measurement would be the scheduler's. Past that,
+            // let the helper threads that share this core run.
+            if waited < ADOPTION_SPIN {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        };
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        self.adoption.record(AdoptionSample {
+            version: pending.version,
+            adopted_us: adopted.map(micros),
+            answered_us: micros(from.duration_since(pending.published)),
+            commit_us: micros(pending.published.duration_since(pending.started)),
+        });
+        if adopted.is_none() {
+            tracing::warn!(
+                version = pending.version,
+                "some worker has not adopted snapshot version {} within {} ms (worker versions: {:?}); is a worker stuck or starved of its core?",
+                pending.version,
+                ADOPTION_LIMIT.as_millis(),
+                self.dataplane.worker_versions()
+            );
+        }
     }
 
     /// The id policy for a change of the current state.
@@ -317,6 +397,7 @@ impl Plane {
                 tracing::error!("cannot publish a snapshot after a health change: {e}");
             }
         }
+        self.await_adoption(None);
     }
 
     /// Once a second: frees retired snapshots and collects the workers' histograms.
@@ -341,34 +422,45 @@ impl Plane {
         self.desired
             .vips
             .iter()
-            .map(|v| VipView {
-                vip: v.vip,
-                id: v.id,
-                encap: v.encap,
-                gue_port: v.gue_port,
-                table_size: v.table_size,
-                healthcheck: v.healthcheck.clone(),
-                all_backends_down: snapshot.vips.iter().any(|e| e.id == v.id && e.all_down),
-                backends: v
-                    .backends
-                    .iter()
-                    .map(|b| BackendView {
-                        address: b.address,
-                        id: b.id,
-                        weight: b.weight,
-                        state: self.backend_state(b),
-                        drained: b.drained,
-                        health: self
-                            .health
-                            .get(&b.id)
-                            .map_or(HealthStatus::Unchecked, |h| h.status),
-                        mac: b
-                            .mac
-                            .or_else(|| self.macs.get(&b.id).map(|m| crate::addr::MacAddr(*m))),
-                    })
-                    .collect(),
-            })
+            .map(|v| self.view_of(v, &snapshot))
             .collect()
+    }
+
+    /// One VIP's view, without building every other one: a change's answer names one VIP,
+    /// and with thousands of backends the full list would cost more than the change.
+    pub fn vip_view(&self, key: &crate::addr::VipKey) -> Result<VipView, ApiError> {
+        let record = self.desired.vip(key)?;
+        Ok(self.view_of(record, &self.dataplane.publisher.current()))
+    }
+
+    fn view_of(&self, v: &super::state::VipRecord, snapshot: &Snapshot) -> VipView {
+        VipView {
+            vip: v.vip,
+            id: v.id,
+            encap: v.encap,
+            gue_port: v.gue_port,
+            table_size: v.table_size,
+            healthcheck: v.healthcheck.clone(),
+            all_backends_down: snapshot.vips.iter().any(|e| e.id == v.id && e.all_down),
+            backends: v
+                .backends
+                .iter()
+                .map(|b| BackendView {
+                    address: b.address,
+                    id: b.id,
+                    weight: b.weight,
+                    state: self.backend_state(b),
+                    drained: b.drained,
+                    health: self
+                        .health
+                        .get(&b.id)
+                        .map_or(HealthStatus::Unchecked, |h| h.status),
+                    mac: b
+                        .mac
+                        .or_else(|| self.macs.get(&b.id).map(|m| crate::addr::MacAddr(*m))),
+                })
+                .collect(),
+        }
     }
 
     pub fn health_report(&self) -> HealthReport {

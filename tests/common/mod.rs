@@ -17,4 +17,5 @@ pub fn eal_args(test: &str, vdevs: &[&str]) -> Vec<String> {
     args.extend(vdevs.iter().map(|v| format!("--vdev={v}")));
     args
 }
+pub mod daemon;
 pub mod golden;
