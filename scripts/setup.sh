@@ -9,7 +9,7 @@ PACKAGES=(
   # build: DPDK 22.11 and what bindgen needs
   dpdk dpdk-dev libdpdk-dev clang libclang-dev pkg-config build-essential
   # lab and tests: namespaces, traffic, captures
-  iproute2 procps iputils-ping curl iperf3 wrk tcpdump python3 ethtool psmisc
+  iproute2 procps iputils-ping curl iperf3 wrk tcpdump python3 ethtool psmisc python3-matplotlib
 )
 
 if [ "$(id -u)" -ne 0 ]; then

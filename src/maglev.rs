@@ -1052,7 +1052,15 @@ mod tests {
     #[test]
     fn weighted_shares_hold_whatever_the_key_order() {
         // Regressions: weights whose heaviest backend is not first in key order.
-        for pattern in [&[1u32, 3][..], &[1, 2], &[1, 3, 3], &[3, 1], &[1, 1, 3], &[0, 1, 2], &[2, 0, 1, 5]] {
+        for pattern in [
+            &[1u32, 3][..],
+            &[1, 2],
+            &[1, 3, 3],
+            &[3, 1],
+            &[1, 1, 3],
+            &[0, 1, 2],
+            &[2, 0, 1, 5],
+        ] {
             let backends: Vec<MaglevBackend> = pattern
                 .iter()
                 .enumerate()

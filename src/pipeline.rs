@@ -1,20 +1,38 @@
 //! What happens to one packet: parse -> classify -> conntrack -> select -> encap.
 //!
 //! Pure logic over [`PacketBuf`], so it is tested with `VecPacket` and no EAL; the worker
-//! (`worker.rs`) feeds it mbufs. A burst is processed in two passes: the first parses,
-//! classifies and hashes every packet and prefetches its conntrack bucket; the second, by the
-//! time those cache lines have arrived, looks flows up, picks backends and rewrites packets.
+//! (`worker.rs`) feeds it mbufs. A burst goes through the stages one pass each, every
+//! packet of the burst through one stage before any goes on to the next:
+//!
+//! 1. parse, straight into the packet's slot ([`IpMeta::parse_into`]);
+//!    1b. classify (VIP) and hash;
+//!    1c. prefetch the conntrack set's metadata line;
+//! 2. prefetch the entry lines whose signatures match (almost always one per tracked flow);
+//! 3. look flows up and pick backends;
+//! 4. encapsulate.
+//!
+//! Two reasons. With a table far larger than the caches, a lookup is two dependent DRAM
+//! accesses; one packet at a time they would queue up, a pass at a time they overlap. And a
+//! value written in small pieces and read back wider straight away (a header summary, the
+//! encapsulation parameters) cannot be served by store-to-load forwarding: the load waits
+//! until the stores reach the cache. A pass later they have. docs/benchmarks.md has the
+//! numbers for each step.
+//!
+//! Per-packet counters are summed in locals and written to the worker's [`WorkerStats`]
+//! once per burst; consecutive packets to the same VIP or backend share one update.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use crate::conntrack::{ConnTable, ConnTableError, FlowValue, InsertResult};
+use crate::conntrack::{ConnTable, ConnTableError, ConnTableStats, FlowValue};
+use crate::dpdk::BURST;
 use crate::encap::{self, EncapMode, EncapParams};
 use crate::flow::FiveTuple;
 use crate::icmp_reply::{self, IcmpRateLimiter};
 use crate::packet::PacketBuf;
 use crate::snapshot::Snapshot;
-use crate::stats::{DropReason, WorkerStats};
-use crate::wire::{self, Family, Fragment, IpMeta, Parsed};
+use crate::stats::{DropReason, PacketBytes, WorkerStats};
+use crate::wire::{self, Family, Fragment, IpMeta};
 
 /// Where a packet goes after the pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,38 +59,148 @@ pub struct PipelineConfig {
     pub icmp_rate: u32,
 }
 
-/// Per-packet state carried from the first pass to the second.
+/// Per-packet state carried from pass to pass; meaningful while the verdict is `Forward`.
 #[derive(Clone, Copy)]
 struct Pending {
     meta: IpMeta,
-    /// The flow the packet belongs to (for an ICMP error: the flow it quotes).
-    key: FiveTuple,
     hash: u64,
     vip: u16,
     /// Whether the flow goes through conntrack (not fragments, not ICMP errors).
     track: bool,
+    /// From pass 3: the chosen backend, its VIP's id, and how to reach it.
+    backend: u32,
+    vip_id: u32,
+    params: EncapParams,
+}
+
+impl Pending {
+    /// The flow the packet belongs to: for an ICMP error, the flow it quotes.
+    #[inline(always)]
+    fn key(&self) -> &FiveTuple {
+        match &self.meta.icmp_error {
+            Some(err) => &err.flow,
+            None => &self.meta.tuple,
+        }
+    }
+
+    /// A slot's content before its first packet; never read as a packet's state.
+    const UNUSED: Pending = Pending {
+        meta: IpMeta::UNSPECIFIED,
+        hash: 0,
+        vip: 0,
+        track: false,
+        backend: 0,
+        vip_id: 0,
+        params: EncapParams {
+            mode: EncapMode::Ipip,
+            port_mac: [0; 6],
+            next_hop_mac: [0; 6],
+            src_v4: None,
+            src_v6: None,
+            backend: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            gue_port: 0,
+            flow_hash: 0,
+        },
+    };
+}
+
+/// Packets and bytes of consecutive packets to one VIP or backend, written to the shared
+/// counter when the id changes or the burst ends: one counter update per run, not per packet.
+struct Run {
+    id: u32,
+    packets: u64,
+    bytes: u64,
+}
+
+impl Run {
+    const NONE: u32 = u32::MAX;
+
+    fn new() -> Run {
+        Run {
+            id: Self::NONE,
+            packets: 0,
+            bytes: 0,
+        }
+    }
+
+    #[inline(always)]
+    fn add(&mut self, counters: &[PacketBytes], id: u32, bytes: usize) {
+        if id != self.id {
+            self.flush(counters);
+            self.id = id;
+        }
+        self.packets += 1;
+        self.bytes += bytes as u64;
+    }
+
+    #[inline]
+    fn flush(&mut self, counters: &[PacketBytes]) {
+        if self.packets > 0 {
+            if let Some(c) = counters.get(self.id as usize) {
+                c.packets.add(self.packets);
+                c.bytes.add(self.bytes);
+            }
+        }
+        self.packets = 0;
+        self.bytes = 0;
+    }
+}
+
+/// One burst's forwarded-packet counters, kept in registers until the burst ends.
+struct Tally {
+    vip: Run,
+    backend: Run,
+    syns: u64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            vip: Run::new(),
+            backend: Run::new(),
+            syns: 0,
+        }
+    }
+
+    fn flush(&mut self, stats: &WorkerStats) {
+        self.vip.flush(&stats.vip);
+        self.backend.flush(&stats.backend);
+        if self.syns > 0 {
+            stats.syns.add(self.syns);
+        }
+    }
+}
+
+/// What routing a packet changes besides the packet: the flows and the ICMP budget.
+struct Flows {
+    conntrack: ConnTable,
+    limiter: IcmpRateLimiter,
 }
 
 /// One worker's pipeline: its conntrack table and rate limiter, and its counters.
 pub struct Pipeline {
-    conntrack: ConnTable,
-    limiter: IcmpRateLimiter,
+    flows: Flows,
     stats: Arc<WorkerStats>,
-    pending: [Option<Pending>; crate::dpdk::BURST],
-    last_ct: crate::conntrack::ConnTableStats,
+    pending: [Pending; BURST],
+    last_ct: ConnTableStats,
 }
+
+/// How many packets ahead pass 1 prefetches packet data.
+const PREFETCH_AHEAD: usize = 4;
 
 impl Pipeline {
     pub fn new(cfg: &PipelineConfig, stats: Arc<WorkerStats>) -> Result<Pipeline, ConnTableError> {
         Ok(Pipeline {
-            conntrack: ConnTable::new(cfg.conntrack_flows, cfg.idle_timeout)?,
-            limiter: IcmpRateLimiter::new(
-                cfg.icmp_rate,
-                cfg.icmp_rate.max(1),
-                cfg.ticks_per_second,
-            ),
+            flows: Flows {
+                conntrack: ConnTable::new(cfg.conntrack_flows, cfg.idle_timeout)?,
+                limiter: IcmpRateLimiter::new(
+                    cfg.icmp_rate,
+                    cfg.icmp_rate.max(1),
+                    cfg.ticks_per_second,
+                ),
+            },
             stats,
-            pending: [None; crate::dpdk::BURST],
+            pending: [Pending::UNUSED; BURST],
             last_ct: Default::default(),
         })
     }
@@ -93,55 +221,95 @@ impl Pipeline {
         now: u64,
     ) {
         let n = pkts.len().min(verdicts.len());
-        // Pass 1: parse, classify, hash, prefetch.
+        let stats = &*self.stats;
+        // Pass 1: parse into the packet's slot. Pass 1b reads the slots back only once these
+        // stores have long reached the cache: reading a just-written header summary straight
+        // away stalls on store-to-load forwarding (measured: ~30 cycles per packet).
         for i in 0..n {
-            if let Some(next) = pkts.get(i + 2) {
-                next.prefetch();
+            if let Some(ahead) = pkts.get(i + PREFETCH_AHEAD) {
+                ahead.prefetch();
             }
-            let (verdict, pending) = match (pkts.get(i), self.pending.get(i)) {
-                (Some(p), Some(_)) => self.classify(snap, p.data()),
-                _ => (Verdict::Drop(DropReason::Buffer), None),
+            let (Some(pkt), Some(v)) = (pkts.get(i), verdicts.get_mut(i)) else {
+                continue;
             };
-            if let Some(v) = verdicts.get_mut(i) {
-                *v = verdict;
-            }
-            if let Some(p) = &pending {
-                if p.track {
-                    self.conntrack.prefetch(p.hash);
+            *v = match self.pending.get_mut(i) {
+                Some(slot) => parse_into(stats, pkt.data(), slot),
+                None => {
+                    stats.count_drop(DropReason::Buffer);
+                    Verdict::Drop(DropReason::Buffer)
                 }
-            }
-            if let Some(slot) = self.pending.get_mut(i) {
-                *slot = pending;
-            } else {
-                self.stats.count_drop(DropReason::Buffer);
+            };
+        }
+        // Pass 1b: classify and hash.
+        for (slot, v) in self.pending.iter_mut().zip(verdicts.iter_mut()).take(n) {
+            if *v == Verdict::Forward {
+                *v = classify(snap, stats, slot);
             }
         }
-        // Pass 2: conntrack, select, encapsulate.
-        for i in 0..n {
-            let Some(Some(p)) = self.pending.get(i).copied() else {
+        // Pass 1c: prefetch the conntrack metadata lines, in a loop of its own. A prefetch
+        // that misses the TLB holds up retirement until the page walk is done; in a short
+        // loop the out-of-order window covers all of the burst's walks at once, where
+        // behind a hash computation it covered two or three.
+        for (p, v) in self.pending.iter().zip(verdicts.iter()).take(n) {
+            if *v == Verdict::Forward && p.track {
+                self.flows.conntrack.prefetch(p.hash);
+            }
+        }
+        // Pass 2: the entry lines, now that the metadata lines are (mostly) in.
+        for (p, v) in self.pending.iter().zip(verdicts.iter()).take(n) {
+            if *v == Verdict::Forward && p.track {
+                self.flows.conntrack.prefetch_entries(p.hash);
+            }
+        }
+        // Pass 3: conntrack and select; what to write goes into the slot.
+        for ((pkt, v), p) in pkts
+            .iter_mut()
+            .zip(verdicts.iter_mut())
+            .zip(&mut self.pending)
+        {
+            if *v != Verdict::Forward {
                 continue;
-            };
-            let (Some(pkt), Some(v)) = (pkts.get_mut(i), verdicts.get_mut(i)) else {
-                continue;
-            };
-            *v = self.forward(snap, port, pkt, &p, now);
+            }
+            *v = self.flows.route(snap, stats, port, pkt, p, now);
             if let Verdict::Drop(reason) = *v {
-                if reason != DropReason::Parse {
-                    self.stats.count_drop(reason);
-                }
+                stats.count_drop(reason);
             }
         }
+        // Pass 4: encapsulate. A separate pass for the same reason as pass 1b: the
+        // parameters pass 3 just wrote are read back wider than they were written.
+        let mut tally = Tally::new();
+        for ((pkt, v), p) in pkts.iter_mut().zip(verdicts.iter_mut()).zip(&self.pending) {
+            if *v != Verdict::Forward {
+                continue;
+            }
+            let len = pkt.len();
+            if encap::encap(pkt, &p.meta, &p.params).is_err() {
+                *v = Verdict::Drop(DropReason::Buffer);
+                stats.count_drop(DropReason::Buffer);
+                continue;
+            }
+            if p.meta.icmp_error.is_some() {
+                stats.icmp_errors_forwarded.inc();
+            }
+            if p.meta.tcp_flags & wire::tcp::flags::SYN != 0 {
+                tally.syns += 1;
+            }
+            tally.vip.add(&stats.vip, p.vip_id, len);
+            tally.backend.add(&stats.backend, p.backend, len);
+        }
+        tally.flush(stats);
         self.mirror_conntrack_stats();
     }
 
     /// Idle-time work: sweep expired flows.
     pub fn housekeeping(&mut self, now: u64) {
-        self.conntrack.expire_some(now, 256);
+        self.flows.conntrack.expire_some(now, 256);
         self.mirror_conntrack_stats();
     }
 
     fn mirror_conntrack_stats(&mut self) {
-        let s = self.conntrack.stats();
+        let conntrack = &self.flows.conntrack;
+        let s = conntrack.stats();
         if s == self.last_ct {
             return;
         }
@@ -151,77 +319,85 @@ impl Pipeline {
         self.stats.conntrack_inserts.set(s.inserts);
         self.stats.conntrack_evictions.set(s.evictions);
         self.stats.conntrack_expiries.set(s.expiries);
-        self.stats.conntrack_flows.set(self.conntrack.len() as u64);
+        self.stats.conntrack_flows.set(conntrack.len() as u64);
     }
+}
 
-    /// Pass 1 for one frame.
-    #[inline]
-    fn classify(&self, snap: &Snapshot, frame: &[u8]) -> (Verdict, Option<Pending>) {
-        let meta = match wire::parse(frame) {
-            Ok(Parsed::Ip(meta)) => meta,
-            Ok(Parsed::NotIp { .. }) => return (Verdict::Exception, None),
-            Err(e) => {
-                self.stats.parse_drop(e as usize);
-                return (Verdict::Drop(DropReason::Parse), None);
-            }
-        };
-        let (key, fragment, track) = match &meta.icmp_error {
-            Some(err) => (err.flow, Fragment::None, false),
-            None => (meta.tuple, meta.fragment, meta.fragment == Fragment::None),
-        };
-        let vip = if fragment == Fragment::None {
-            snap.classifier.lookup(&key.dst, key.dst_port, key.proto)
-        } else {
-            snap.classifier.lookup_fragment(&key.dst, key.proto)
-        };
-        let Some(vip) = vip else {
-            return (Verdict::Exception, None);
-        };
-        let hash = if fragment == Fragment::None {
-            key.flow_hash()
-        } else {
-            self.stats.fragments.inc();
-            key.fragment_hash()
-        };
-        (
-            Verdict::Forward,
-            Some(Pending {
-                meta,
-                key,
-                hash,
-                vip,
-                track,
-            }),
-        )
+/// Pass 1 for one frame: `Forward` (so far) with its header summary in `slot`, or where
+/// else it goes. The summary is written straight into the slot, not copied there.
+#[inline(always)]
+fn parse_into(stats: &WorkerStats, frame: &[u8], slot: &mut Pending) -> Verdict {
+    match slot.meta.parse_into(frame) {
+        Ok(true) => Verdict::Forward,
+        Ok(false) => Verdict::Exception,
+        Err(e) => {
+            stats.parse_drop(e as usize);
+            Verdict::Drop(DropReason::Parse)
+        }
     }
+}
 
+/// Pass 1b for one parsed packet: its VIP and flow hash, or `Exception` when it is for no VIP.
+#[inline(always)]
+fn classify(snap: &Snapshot, stats: &WorkerStats, slot: &mut Pending) -> Verdict {
+    let meta = &slot.meta;
+    let (key, fragment) = match &meta.icmp_error {
+        Some(err) => (&err.flow, Fragment::None),
+        None => (&meta.tuple, meta.fragment),
+    };
+    let vip = if fragment == Fragment::None {
+        snap.classifier.lookup(&key.dst, key.dst_port, key.proto)
+    } else {
+        snap.classifier.lookup_fragment(&key.dst, key.proto)
+    };
+    let Some(vip) = vip else {
+        return Verdict::Exception;
+    };
+    let hash = if fragment == Fragment::None {
+        key.flow_hash()
+    } else {
+        stats.fragments.inc();
+        key.fragment_hash()
+    };
+    slot.track = meta.icmp_error.is_none() && fragment == Fragment::None;
+    slot.hash = hash;
+    slot.vip = vip;
+    Verdict::Forward
+}
+
+impl Flows {
     /// The backend id for a flow: its tracked backend if that still keeps flows, else a fresh
     /// Maglev pick (recorded in conntrack).
-    #[inline]
-    fn backend_for(&mut self, snap: &Snapshot, p: &Pending, vip_id: u32, now: u64) -> Option<u32> {
+    #[inline(always)]
+    fn backend_for(
+        &mut self,
+        snap: &Snapshot,
+        stats: &WorkerStats,
+        p: &Pending,
+        vip_id: u32,
+        now: u64,
+    ) -> Option<u32> {
         let vip = snap.vips.get(p.vip as usize)?;
+        let keeps = |backend: u32| {
+            snap.backend(backend)
+                .is_some_and(|b| b.vip_id == vip_id && b.keeps_flows())
+        };
         if !p.track {
             // Fragments and ICMP errors: follow a tracked flow if there is one, never create one.
             if p.meta.icmp_error.is_some() {
-                if let Some(v) = self.conntrack.peek(&p.key, p.hash, now) {
-                    if snap
-                        .backend(v.backend)
-                        .is_some_and(|b| b.vip_id == vip_id && b.keeps_flows())
-                    {
+                if let Some(v) = self.conntrack.peek(p.key(), p.hash, now) {
+                    if keeps(v.backend) {
                         return Some(v.backend);
                     }
                 }
             }
             return vip.pick(p.hash);
         }
-        if let Some(v) = self.conntrack.lookup(&p.key, p.hash, now) {
-            if snap
-                .backend(v.backend)
-                .is_some_and(|b| b.vip_id == vip_id && b.keeps_flows())
-            {
+        if let Some(v) = self.conntrack.lookup(p.key(), p.hash, now) {
+            if keeps(v.backend) {
                 return Some(v.backend);
             }
-            self.stats.conntrack_repicks.inc();
+            stats.conntrack_repicks.inc();
         }
         let picked = vip.pick(p.hash)?;
         let value = FlowValue {
@@ -229,20 +405,21 @@ impl Pipeline {
             vip: vip_id as u16,
             flags: 0,
         };
-        if let InsertResult::Evicted { .. } = self.conntrack.insert(&p.key, p.hash, now, value) {
-            // counted by the table itself
-        }
+        // An eviction, if any, is counted by the table itself.
+        self.conntrack.insert(p.key(), p.hash, now, value);
         Some(picked)
     }
 
-    /// Pass 2 for one packet.
-    #[inline]
-    fn forward<P: PacketBuf>(
+    /// Pass 3 for one packet: `Forward` with the backend and encapsulation parameters filled
+    /// in, or what happens instead (a drop, or an ICMP too-big reply written into `pkt`).
+    #[inline(always)]
+    fn route<P: PacketBuf>(
         &mut self,
         snap: &Snapshot,
+        stats: &WorkerStats,
         port: usize,
         pkt: &mut P,
-        p: &Pending,
+        p: &mut Pending,
         now: u64,
     ) -> Verdict {
         let Some(vip) = snap.vips.get(p.vip as usize) else {
@@ -250,7 +427,7 @@ impl Pipeline {
         };
         let vip_id = vip.id;
         let (encap_mode, gue_port) = (vip.encap, vip.gue_port);
-        let Some(backend_id) = self.backend_for(snap, p, vip_id, now) else {
+        let Some(backend_id) = self.backend_for(snap, stats, p, vip_id, now) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
         let Some(backend) = snap.backend(backend_id) else {
@@ -266,7 +443,7 @@ impl Pipeline {
         let overhead = encap::overhead(encap_mode, outer);
         let ip_len = p.meta.ip_len as usize;
         if ip_len + overhead > port_info.mtu as usize {
-            return self.too_big(snap, port, pkt, p, overhead, now);
+            return self.too_big(snap, stats, port, pkt, p, overhead, now);
         }
         let next_hop = match encap_mode {
             EncapMode::L2Dsr => backend.mac,
@@ -275,7 +452,9 @@ impl Pipeline {
         let Some(next_hop) = next_hop else {
             return Verdict::Drop(DropReason::NoNextHop);
         };
-        let params = EncapParams {
+        p.backend = backend_id;
+        p.vip_id = vip_id;
+        p.params = EncapParams {
             mode: encap_mode,
             port_mac: port_info.mac,
             next_hop_mac: next_hop,
@@ -285,26 +464,16 @@ impl Pipeline {
             gue_port,
             flow_hash: p.hash,
         };
-        let len = pkt.len();
-        if encap::encap(pkt, &p.meta, &params).is_err() {
-            return Verdict::Drop(DropReason::Buffer);
-        }
-        if p.meta.icmp_error.is_some() {
-            self.stats.icmp_errors_forwarded.inc();
-        }
-        if p.meta.tcp_flags & wire::tcp::flags::SYN != 0 {
-            self.stats.syns.inc();
-        }
-        self.stats.vip_packet(vip_id, len);
-        self.stats.backend_packet(backend_id, len);
         Verdict::Forward
     }
 
     /// The packet would not fit the port once encapsulated.
+    #[allow(clippy::too_many_arguments)]
     #[cold]
     fn too_big<P: PacketBuf>(
         &mut self,
         snap: &Snapshot,
+        stats: &WorkerStats,
         port: usize,
         pkt: &mut P,
         p: &Pending,
@@ -318,6 +487,11 @@ impl Pipeline {
         let Some(port_info) = snap.ports.get(port) else {
             return Verdict::Drop(DropReason::Mtu);
         };
+        // Packets that may get no ICMP error (non-first fragments, non-unicast sources) must
+        // not spend the rate limiter's tokens.
+        if !icmp_reply::may_reply(pkt.data(), &p.meta) {
+            return Verdict::Drop(DropReason::Mtu);
+        }
         if !self.limiter.allow(now) {
             return Verdict::Drop(DropReason::IcmpRateLimited);
         }
@@ -325,7 +499,123 @@ impl Pipeline {
         if icmp_reply::too_big_reply(pkt, &p.meta, mtu).is_err() {
             return Verdict::Drop(DropReason::Mtu);
         }
-        self.stats.icmp_too_big_sent.inc();
+        stats.icmp_too_big_sent.inc();
         Verdict::Reply
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::VecPacket;
+    use crate::snapshot::{self, BackendSpec, BackendState, PortInfo, VipSpec};
+    use crate::wire::testutil::*;
+    use std::net::Ipv4Addr;
+
+    fn snapshot() -> Snapshot {
+        let vip = VipSpec {
+            id: 7,
+            key: "192.0.2.10:80/tcp".parse().unwrap(),
+            encap: EncapMode::Ipip,
+            gue_port: 6080,
+            table_size: 251,
+            backends: (1..=3u32)
+                .map(|b| BackendSpec {
+                    id: b,
+                    addr: format!("198.51.100.{b}").parse().unwrap(),
+                    weight: 1,
+                    state: BackendState::Active,
+                    mac: None,
+                })
+                .collect(),
+        };
+        let port = PortInfo {
+            mac: PORT_MAC,
+            mtu: 1500,
+            src_v4: Some(Ipv4Addr::new(203, 0, 113, 2)),
+            src_v6: None,
+            gateway_mac: Some([2, 0, 0, 0, 0, 1]),
+        };
+        snapshot::build(1, &[vip], &[port], None).unwrap()
+    }
+
+    fn pipeline() -> Pipeline {
+        let cfg = PipelineConfig {
+            conntrack_flows: 1024,
+            idle_timeout: 1_000_000,
+            ticks_per_second: 1000,
+            icmp_rate: 10,
+        };
+        Pipeline::new(&cfg, Arc::new(WorkerStats::new(0, 1))).unwrap()
+    }
+
+    /// Client `i`'s TCP packet to the VIP (`dst_port` 80) or to another port.
+    fn packet(i: u8, dst_port: u16, syn: bool) -> VecPacket {
+        let ip = ipv4([198, 51, 100, i], VIP4, 64, &V4::default());
+        VecPacket::new(&frame(
+            None,
+            ip,
+            tcp(40000 + u16::from(i), dst_port, syn),
+            b"hello",
+        ))
+    }
+
+    #[test]
+    fn a_mixed_burst_gets_one_verdict_each_and_counters_add_up() {
+        let snap = snapshot();
+        let mut p = pipeline();
+        // Forwarded (two of them SYNs), one not for a VIP, one malformed (cut short).
+        let mut pkts: Vec<VecPacket> = (1..=20).map(|i| packet(i, 80, i % 10 == 0)).collect();
+        pkts.push(packet(21, 443, false));
+        let whole = packet(22, 80, false);
+        pkts.push(VecPacket::new(&whole.data()[..30]));
+        let lens: Vec<usize> = pkts.iter().map(|p| p.len()).collect();
+        let mut verdicts = vec![Verdict::Exception; pkts.len()];
+        p.process_burst(&snap, 0, &mut pkts, &mut verdicts, 5);
+
+        assert!(verdicts[..20].iter().all(|v| *v == Verdict::Forward));
+        assert_eq!(verdicts[20], Verdict::Exception);
+        assert_eq!(verdicts[21], Verdict::Drop(DropReason::Parse));
+        let s = p.stats();
+        let forwarded: u64 = lens[..20].iter().map(|&l| l as u64).sum();
+        assert_eq!(s.vip[7].packets.get(), 20);
+        assert_eq!(s.vip[7].bytes.get(), forwarded);
+        let per_backend: Vec<u64> = (1..=3).map(|b| s.backend[b].packets.get()).collect();
+        assert_eq!(per_backend.iter().sum::<u64>(), 20, "{per_backend:?}");
+        assert!(per_backend.iter().all(|&n| n > 0), "{per_backend:?}");
+        let backend_bytes: u64 = (1..=3).map(|b| s.backend[b].bytes.get()).sum();
+        assert_eq!(backend_bytes, forwarded);
+        assert_eq!(s.syns.get(), 2);
+        assert_eq!(s.drops[DropReason::Parse as usize].get(), 1);
+        assert_eq!(s.conntrack_inserts.get(), 20);
+        assert_eq!(s.conntrack_flows.get(), 20);
+        // Every forwarded packet grew by an outer IPv4 header.
+        for (pkt, len) in pkts.iter().zip(&lens).take(20) {
+            assert_eq!(pkt.len(), len + 20);
+        }
+
+        // The same flows again: conntrack hits, counters keep adding.
+        let mut again: Vec<VecPacket> = (1..=20).map(|i| packet(i, 80, false)).collect();
+        let mut verdicts = vec![Verdict::Exception; again.len()];
+        p.process_burst(&snap, 0, &mut again, &mut verdicts, 6);
+        assert!(verdicts.iter().all(|v| *v == Verdict::Forward));
+        assert_eq!(p.stats().vip[7].packets.get(), 40);
+        assert_eq!(p.stats().conntrack_hits.get(), 20);
+        assert_eq!(p.stats().syns.get(), 2);
+    }
+
+    #[test]
+    fn packets_beyond_the_burst_size_are_buffer_drops() {
+        let snap = snapshot();
+        let mut p = pipeline();
+        let mut pkts: Vec<VecPacket> = (0..BURST as u8 + 3).map(|i| packet(i, 80, false)).collect();
+        let mut verdicts = vec![Verdict::Exception; pkts.len()];
+        p.process_burst(&snap, 0, &mut pkts, &mut verdicts, 1);
+        assert!(verdicts[..BURST].iter().all(|v| *v == Verdict::Forward));
+        assert!(verdicts[BURST..]
+            .iter()
+            .all(|v| *v == Verdict::Drop(DropReason::Buffer)));
+        assert_eq!(p.stats().drops[DropReason::Buffer as usize].get(), 3);
+        assert_eq!(p.stats().vip[7].packets.get(), BURST as u64);
     }
 }

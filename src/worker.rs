@@ -33,6 +33,16 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
 }
 
+/// Counts a finished burst of `n` packets that started at TSC `start`.
+#[inline]
+fn count_burst(stats: &WorkerStats, histogram: &mut HistogramExchange, start: u64, n: usize) {
+    let cycles = clock::tsc().wrapping_sub(start);
+    stats.bursts.inc();
+    stats.busy_cycles.add(cycles);
+    stats.busy_packets.add(n as u64);
+    histogram.record(cycles);
+}
+
 /// Sends a batch; whatever the ring refuses is dropped and counted.
 #[inline]
 fn flush(tx: &mut TxQueue, batch: &mut Batch, stats: &WorkerStats, port: usize, counted: bool) {
@@ -73,7 +83,7 @@ impl Worker {
         self.stats
             .snapshot_version
             .set(self.snapshot.snapshot().version);
-        let mut idle_iterations = 0u32;
+        let mut iterations = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             if self.snapshot.refresh() {
                 self.stats
@@ -81,16 +91,14 @@ impl Worker {
                     .set(self.snapshot.snapshot().version);
             }
             self.histogram.trade();
-            let mut got_any = false;
             for (p, port) in self.ports.iter_mut().enumerate() {
                 let n = port.rx.rx_burst(&mut rx_batch);
                 if n > 0 {
-                    got_any = true;
                     let start = clock::tsc();
                     if let Some(c) = self.stats.rx.get(p) {
-                        for m in rx_batch.as_slice() {
-                            c.add(m.len());
-                        }
+                        let bytes: usize = rx_batch.as_slice().iter().map(|m| m.len()).sum();
+                        c.packets.add(n as u64);
+                        c.bytes.add(bytes as u64);
                     }
                     self.pipeline.process_burst(
                         self.snapshot.snapshot(),
@@ -99,44 +107,48 @@ impl Worker {
                         &mut verdicts[..n],
                         start,
                     );
-                    let mut i = 0;
                     let stats = &self.stats;
-                    rx_batch.drain_into(|m: Mbuf| {
-                        let v = verdicts[i];
-                        i += 1;
-                        match v {
-                            Verdict::Forward | Verdict::Reply => {
-                                // out has room: it is flushed whenever the rx batch is done,
-                                // and one rx batch holds at most BURST packets.
-                                let _ = out.push(m);
-                            }
-                            Verdict::Exception => {
-                                if port.exception.is_some() {
-                                    if let Some(c) = stats.to_kernel.get(p) {
-                                        c.add(m.len());
-                                    }
-                                    let _ = to_kernel.push(m);
-                                } else {
-                                    stats.count_drop(DropReason::NoVip);
+                    // The usual burst: everything leaves by the port. Send the rx batch as
+                    // it is instead of moving each mbuf into another batch.
+                    if verdicts[..n]
+                        .iter()
+                        .all(|v| matches!(v, Verdict::Forward | Verdict::Reply))
+                    {
+                        flush(&mut port.tx, &mut rx_batch, stats, p, true);
+                    } else {
+                        let mut i = 0;
+                        rx_batch.drain_into(|m: Mbuf| {
+                            let v = verdicts[i];
+                            i += 1;
+                            match v {
+                                Verdict::Forward | Verdict::Reply => {
+                                    // out has room: it is flushed whenever the rx batch is
+                                    // done, and one rx batch holds at most BURST packets.
+                                    let _ = out.push(m);
                                 }
+                                Verdict::Exception => {
+                                    if port.exception.is_some() {
+                                        if let Some(c) = stats.to_kernel.get(p) {
+                                            c.add(m.len());
+                                        }
+                                        let _ = to_kernel.push(m);
+                                    } else {
+                                        stats.count_drop(DropReason::NoVip);
+                                    }
+                                }
+                                Verdict::Drop(_) => drop(m),
                             }
-                            Verdict::Drop(_) => drop(m),
+                        });
+                        flush(&mut port.tx, &mut out, stats, p, true);
+                        if let Some((_, exc_tx)) = port.exception.as_mut() {
+                            flush(exc_tx, &mut to_kernel, stats, p, false);
                         }
-                    });
-                    flush(&mut port.tx, &mut out, stats, p, true);
-                    if let Some((_, exc_tx)) = port.exception.as_mut() {
-                        flush(exc_tx, &mut to_kernel, stats, p, false);
                     }
-                    let cycles = clock::tsc().wrapping_sub(start);
-                    self.stats.bursts.inc();
-                    self.stats.busy_cycles.add(cycles);
-                    self.stats.busy_packets.add(n as u64);
-                    self.histogram.record(cycles);
+                    count_burst(stats, &mut self.histogram, start, n);
                 }
                 if let Some((exc_rx, _)) = port.exception.as_mut() {
                     let k = exc_rx.rx_burst(&mut out);
                     if k > 0 {
-                        got_any = true;
                         if let Some(c) = self.stats.from_kernel.get(p) {
                             for m in out.as_slice() {
                                 c.add(m.len());
@@ -146,14 +158,12 @@ impl Worker {
                     }
                 }
             }
-            if got_any {
-                idle_iterations = 0;
-            } else {
-                idle_iterations = idle_iterations.saturating_add(1);
-                if idle_iterations.is_multiple_of(1024) {
-                    let now = clock::tsc();
-                    self.pipeline.housekeeping(now);
-                }
+            // Sweep expired flows now and then, busy or idle: a worker that is never idle
+            // must still free them (a few µs every 1024 polls).
+            iterations = iterations.wrapping_add(1);
+            if iterations.is_multiple_of(1024) {
+                let now = clock::tsc();
+                self.pipeline.housekeeping(now);
             }
         }
         0

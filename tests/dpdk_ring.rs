@@ -42,7 +42,10 @@ fn ring_loopback_bytes_and_mbuf_accounting() {
             assert!(m.set_data(&[1, 2, 3, 4]));
             let room = m.headroom();
             assert_eq!(room, 128, "RTE_PKTMBUF_HEADROOM");
-            assert!(m.prepend(room + 1).is_none(), "more than the headroom is refused");
+            assert!(
+                m.prepend(room + 1).is_none(),
+                "more than the headroom is refused"
+            );
             assert_eq!(m.data(), &[1, 2, 3, 4], "and leaves the packet unchanged");
             m.prepend(20).expect("fits")[..20].fill(9);
             assert_eq!(m.len(), 24);

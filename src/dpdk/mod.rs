@@ -15,6 +15,7 @@ mod batch;
 pub mod clock;
 mod eal;
 mod error;
+pub mod hugemem;
 pub mod lcore;
 mod mbuf;
 mod mempool;

@@ -141,6 +141,70 @@ pub enum Parsed {
 /// Classifies one frame. Never panics, never allocates; `Err` is a counted drop.
 #[inline]
 pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
+    let mut meta = IpMeta::UNSPECIFIED;
+    Ok(match parse_frame(frame, &mut meta)? {
+        Frame::Ip => Parsed::Ip(meta),
+        Frame::NotIp {
+            ethertype,
+            l2_len,
+            vlan,
+        } => Parsed::NotIp {
+            ethertype,
+            l2_len,
+            vlan,
+        },
+    })
+}
+
+impl IpMeta {
+    /// Every field zero: a placeholder for storage that [`IpMeta::parse_into`] fills.
+    pub const UNSPECIFIED: IpMeta = IpMeta {
+        l2_len: 0,
+        vlan: None,
+        family: Family::V4,
+        l3_offset: 0,
+        l4_offset: 0,
+        ip_len: 0,
+        tuple: FiveTuple {
+            src: [0; 16],
+            dst: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+            proto: 0,
+        },
+        fragment: Fragment::None,
+        frag_id: 0,
+        dont_fragment: false,
+        ttl_or_hop_limit: 0,
+        tcp_flags: 0,
+        icmp_error: None,
+    };
+
+    /// [`parse`] for a caller that keeps per-packet state in place, such as a worker's
+    /// burst slots: an IP packet's summary is written into `self` (`Ok(true)`) instead of
+    /// being returned. Copying a just-built summary out of a temporary reads back bytes
+    /// stored moments before in smaller pieces, which store-to-load forwarding cannot
+    /// serve; the pipeline measured that stall at a tenth of its per-packet cost
+    /// (docs/benchmarks.md). `Ok(false)`: not IP (what [`parse`] calls `NotIp`). After
+    /// `Ok(false)` or `Err`, `self` holds unspecified values.
+    #[inline]
+    pub fn parse_into(&mut self, frame: &[u8]) -> Result<bool, ParseError> {
+        Ok(matches!(parse_frame(frame, self)?, Frame::Ip))
+    }
+}
+
+/// What [`parse_frame`] found; for `Ip` the summary is in its `meta`.
+enum Frame {
+    Ip,
+    NotIp {
+        ethertype: u16,
+        l2_len: u8,
+        vlan: Option<u16>,
+    },
+}
+
+#[inline(always)]
+fn parse_frame(frame: &[u8], meta: &mut IpMeta) -> Result<Frame, ParseError> {
     use ethernet::{ethertype, field};
     let eth = frame
         .first_chunk::<{ ethernet::HEADER_LEN }>()
@@ -158,9 +222,9 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
     }
     let l3 = frame.get(l2_len..).unwrap_or(&[]);
     match payload_type {
-        ethertype::IPV4 => parse_ipv4(l3, l2_len, vlan).map(Parsed::Ip),
-        ethertype::IPV6 => parse_ipv6(l3, l2_len, vlan).map(Parsed::Ip),
-        _ => Ok(Parsed::NotIp {
+        ethertype::IPV4 => parse_ipv4(l3, l2_len, vlan, meta).map(|()| Frame::Ip),
+        ethertype::IPV6 => parse_ipv6(l3, l2_len, vlan, meta).map(|()| Frame::Ip),
+        _ => Ok(Frame::NotIp {
             ethertype: payload_type,
             l2_len: l2_len as u8,
             vlan,
@@ -169,7 +233,12 @@ pub fn parse(frame: &[u8]) -> Result<Parsed, ParseError> {
 }
 
 #[inline(always)]
-fn parse_ipv4(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<IpMeta, ParseError> {
+fn parse_ipv4(
+    l3: &[u8],
+    l2_len: usize,
+    vlan: Option<u16>,
+    meta: &mut IpMeta,
+) -> Result<(), ParseError> {
     use ipv4::{field, flags};
     let h = l3
         .first_chunk::<{ ipv4::HEADER_LEN }>()
@@ -184,7 +253,7 @@ fn parse_ipv4(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<IpMeta, Par
     } else {
         Fragment::None
     };
-    let mut meta = IpMeta {
+    *meta = IpMeta {
         l2_len: l2_len as u8,
         vlan,
         family: Family::V4,
@@ -207,13 +276,18 @@ fn parse_ipv4(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<IpMeta, Par
     };
     if fragment == Fragment::None {
         let l4 = l3.get(header_len..total_len).unwrap_or(&[]);
-        parse_l4(l4, &mut meta)?;
+        parse_l4(l4, meta)?;
     }
-    Ok(meta)
+    Ok(())
 }
 
 #[inline(always)]
-fn parse_ipv6(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<IpMeta, ParseError> {
+fn parse_ipv6(
+    l3: &[u8],
+    l2_len: usize,
+    vlan: Option<u16>,
+    meta: &mut IpMeta,
+) -> Result<(), ParseError> {
     use ipv6::field;
     let h = l3
         .first_chunk::<{ ipv6::HEADER_LEN }>()
@@ -241,7 +315,7 @@ fn parse_ipv6(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<IpMeta, Par
         Some(f) if f.offset == 0 => (Fragment::First, f.ident),
         Some(f) => (Fragment::NonFirst, f.ident),
     };
-    let mut meta = IpMeta {
+    *meta = IpMeta {
         l2_len: l2_len as u8,
         vlan,
         family: Family::V6,
@@ -264,9 +338,9 @@ fn parse_ipv6(l3: &[u8], l2_len: usize, vlan: Option<u16>) -> Result<IpMeta, Par
     };
     if fragment == Fragment::None {
         let l4 = payload.get(upper.offset..).unwrap_or(&[]);
-        parse_l4(l4, &mut meta)?;
+        parse_l4(l4, meta)?;
     }
-    Ok(meta)
+    Ok(())
 }
 
 /// Reads ports and flags, or the flow an ICMP error quotes, from an unfragmented packet's

@@ -1125,3 +1125,38 @@ fn the_summary_stays_small_enough_to_return_by_value() {
     assert!(size <= 128, "Parsed is {size} bytes");
     assert_eq!(std::mem::size_of::<ParseError>(), 1);
 }
+
+/// `IpMeta::parse_into` is `parse` writing in place: into a slot still holding the previous
+/// frame's summary, every frame (whole, cut short, or not IP) gives the same answer.
+#[test]
+fn parse_into_agrees_with_parse_over_a_reused_slot() {
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&CLIENT_MAC);
+    arp.extend_from_slice(&[0x08, 0x06]);
+    arp.extend_from_slice(&[0; 28]);
+    let mut frames: Vec<Vec<u8>> = vec![arp];
+    for (_, frame) in corpus() {
+        frames.push(frame[..frame.len() / 2].to_vec());
+        frames.push(frame);
+    }
+    let mut slot = IpMeta::UNSPECIFIED;
+    let (mut ip, mut not_ip, mut errors) = (0, 0, 0);
+    for frame in &frames {
+        match (slot.parse_into(frame), parse(frame)) {
+            (Ok(true), Ok(Parsed::Ip(meta))) => {
+                assert_eq!(slot, meta);
+                ip += 1;
+            }
+            (Ok(false), Ok(Parsed::NotIp { .. })) => not_ip += 1,
+            (Err(a), Err(b)) => {
+                assert_eq!(a, b);
+                errors += 1;
+            }
+            (into, whole) => panic!("parse_into {into:?} but parse {whole:?}"),
+        }
+    }
+    assert!(
+        ip > 200 && not_ip == 1 && errors > 200,
+        "{ip} {not_ip} {errors}"
+    );
+}
