@@ -47,7 +47,7 @@ if [ "$BUILD" = 1 ]; then
 fi
 
 exec python3 - "$ROOT" "$@" <<'PY'
-import argparse, json, math, os, re, signal, statistics, subprocess, sys, time
+import argparse, json, math, os, re, shutil, signal, statistics, subprocess, sys, time
 
 root = sys.argv[1]
 ap = argparse.ArgumentParser(prog="scripts/bench.sh")
@@ -164,6 +164,8 @@ def run_testpmd(mode, files, per_port, mem, tag):
     except subprocess.TimeoutExpired:
         p.kill()
         p.communicate()
+    # testpmd leaves its EAL runtime directory behind; fulcrum removes its own.
+    shutil.rmtree(f"/var/run/dpdk/fulcrum-bench-{tag}", ignore_errors=True)
     window = measured(samples)
     if len(window) < 2 or window[0][2] is None or window[-1][2] is None:
         sys.stderr.write("".join(output[-30:]))

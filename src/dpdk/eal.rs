@@ -113,10 +113,22 @@ impl Eal {
     }
 
     /// Releases the EAL's resources. Ports, queues and mempools must be dropped first.
+    /// Also removes this process's runtime directory (`/var/run/dpdk/<file-prefix>`), which
+    /// the EAL leaves behind: every test and benchmark run uses its own prefix, and the
+    /// directories would pile up.
     pub fn cleanup(self) {
+        // SAFETY: the EAL is initialised; the returned pointer is a NUL-terminated string
+        // owned by the EAL, copied out before cleanup frees anything.
+        let runtime_dir = unsafe {
+            let p = dpdk_sys::rte_eal_get_runtime_dir();
+            (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+        };
         // SAFETY: called once (consumes the handle) after the caller dropped its DPDK objects.
         unsafe {
             dpdk_sys::rte_eal_cleanup();
+        }
+        if let Some(dir) = runtime_dir.filter(|d| d.starts_with("/") && d.contains("dpdk")) {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
