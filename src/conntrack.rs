@@ -65,6 +65,7 @@
 //! trusting a hit, and re-selects (then [`ConnTable::update_backend`]s) when they are stale.
 
 use crate::dpdk::hugemem::HugeSlice;
+use crate::dpdk::prefetch::prefetch_line;
 use crate::flow::FiveTuple;
 use std::fmt;
 use std::mem::size_of;
@@ -250,19 +251,6 @@ fn age(now: u32, then: u32) -> u32 {
 #[inline(always)]
 fn signature(hash: u64) -> u16 {
     ((hash >> 48) as u16).max(1)
-}
-
-/// Hints the CPU to pull the cache line holding `p` into all cache levels.
-#[inline(always)]
-fn prefetch_line<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 is a hint: it never faults, whatever the address (valid, unmapped or
-    // null), and changes no architectural state, so any pointer is fine.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// A per-worker, fixed-capacity flow table. See the module documentation for the layout and

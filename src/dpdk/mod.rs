@@ -20,6 +20,7 @@ pub mod lcore;
 mod mbuf;
 mod mempool;
 mod port;
+pub mod prefetch;
 
 pub use batch::{Batch, BURST};
 pub use eal::{eal_args_with_devices, Eal};
