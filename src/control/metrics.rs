@@ -438,38 +438,30 @@ pub fn prometheus(input: &MetricsInput) -> String {
         }
     }
 
-    family(
-        o,
-        "fulcrum_backend_packets_total",
-        "counter",
-        "Packets sent to a backend.",
-    );
-    for v in &r.vips {
-        let vip = v.vip.to_string();
-        for b in &v.backends {
-            sample(
-                o,
-                "fulcrum_backend_packets_total",
-                &[("vip", &vip), ("backend", &b.backend.to_string())],
-                b.packets,
-            );
-        }
-    }
-    family(
-        o,
-        "fulcrum_backend_bytes_total",
-        "counter",
-        "Bytes sent to a backend (before encapsulation).",
-    );
-    for v in &r.vips {
-        let vip = v.vip.to_string();
-        for b in &v.backends {
-            sample(
-                o,
-                "fulcrum_backend_bytes_total",
-                &[("vip", &vip), ("backend", &b.backend.to_string())],
-                b.bytes,
-            );
+    let backend_counters: [CounterFamily<BackendStats>; 2] = [
+        (
+            "fulcrum_backend_packets_total",
+            "Packets sent to a backend.",
+            |b| b.packets,
+        ),
+        (
+            "fulcrum_backend_bytes_total",
+            "Bytes sent to a backend (before encapsulation).",
+            |b| b.bytes,
+        ),
+    ];
+    for (name, help, value) in backend_counters {
+        family(o, name, "counter", help);
+        for v in &r.vips {
+            let vip = v.vip.to_string();
+            for b in &v.backends {
+                sample(
+                    o,
+                    name,
+                    &[("vip", &vip), ("backend", &b.backend.to_string())],
+                    value(b),
+                );
+            }
         }
     }
     family(
@@ -721,6 +713,9 @@ fn state_name(state: BackendState) -> &'static str {
         BackendState::Down => "down",
     }
 }
+
+/// A metric family's name, help text, and how to read its value from a `T`.
+type CounterFamily<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
