@@ -10,8 +10,8 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 
 use super::messages::{
-    BackendStats, ConntrackStats, HealthReport, HealthStatus, LatencySummary, NamedCount,
-    PortStatsView, StatsReport, VipStats, VipView, WorkerVersion,
+    BackendHealth, BackendStats, ConntrackStats, HealthReport, HealthStatus, LatencySummary,
+    NamedCount, PortStatsView, StatsReport, VipStats, VipView, WorkerVersion,
 };
 use crate::handle::DataplaneHandle;
 use crate::snapshot::BackendState;
@@ -527,46 +527,34 @@ pub fn prometheus(input: &MetricsInput) -> String {
             );
         }
     }
-    family(
-        o,
-        "fulcrum_health_checks_total",
-        "counter",
-        "Health checks run against a backend.",
-    );
-    for v in &input.health.vips {
-        let vip = v.vip.to_string();
-        for b in v
-            .backends
-            .iter()
-            .filter(|b| b.status != HealthStatus::Unchecked)
-        {
-            sample(
-                o,
-                "fulcrum_health_checks_total",
-                &[("vip", &vip), ("backend", &b.address.to_string())],
-                b.checks,
-            );
-        }
-    }
-    family(
-        o,
-        "fulcrum_health_check_failures_total",
-        "counter",
-        "Health checks a backend failed.",
-    );
-    for v in &input.health.vips {
-        let vip = v.vip.to_string();
-        for b in v
-            .backends
-            .iter()
-            .filter(|b| b.status != HealthStatus::Unchecked)
-        {
-            sample(
-                o,
-                "fulcrum_health_check_failures_total",
-                &[("vip", &vip), ("backend", &b.address.to_string())],
-                b.failures,
-            );
+    let health_counters: [CounterFamily<BackendHealth>; 2] = [
+        (
+            "fulcrum_health_checks_total",
+            "Health checks run against a backend.",
+            |b| b.checks,
+        ),
+        (
+            "fulcrum_health_check_failures_total",
+            "Health checks a backend failed.",
+            |b| b.failures,
+        ),
+    ];
+    for (name, help, value) in health_counters {
+        family(o, name, "counter", help);
+        for v in &input.health.vips {
+            let vip = v.vip.to_string();
+            for b in v
+                .backends
+                .iter()
+                .filter(|b| b.status != HealthStatus::Unchecked)
+            {
+                sample(
+                    o,
+                    name,
+                    &[("vip", &vip), ("backend", &b.address.to_string())],
+                    value(b),
+                );
+            }
         }
     }
 
