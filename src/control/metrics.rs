@@ -106,6 +106,13 @@ pub fn stats_report(
                 .collect(),
         })
         .collect();
+    let quantile = |q: f64| {
+        if burst.is_empty() {
+            0
+        } else {
+            burst.value_at_quantile(q)
+        }
+    };
     StatsReport {
         version,
         workers: w.len(),
@@ -129,21 +136,9 @@ pub fn stats_report(
         bursts: sum(w, |s| s.bursts.get()),
         burst_cycles: LatencySummary {
             count: burst.len(),
-            p50: if burst.is_empty() {
-                0
-            } else {
-                burst.value_at_quantile(0.5)
-            },
-            p99: if burst.is_empty() {
-                0
-            } else {
-                burst.value_at_quantile(0.99)
-            },
-            p999: if burst.is_empty() {
-                0
-            } else {
-                burst.value_at_quantile(0.999)
-            },
+            p50: quantile(0.5),
+            p99: quantile(0.99),
+            p999: quantile(0.999),
             max: burst.max(),
         },
     }
