@@ -49,12 +49,11 @@ fn flush(tx: &mut TxQueue, batch: &mut Batch, stats: &WorkerStats, port: usize, 
     if batch.is_empty() {
         return;
     }
-    let mut bytes = 0usize;
-    if counted {
-        for m in batch.as_slice() {
-            bytes += m.len();
-        }
-    }
+    let bytes: usize = if counted {
+        batch.as_slice().iter().map(|m| m.len()).sum()
+    } else {
+        0
+    };
     let offered = batch.len();
     let sent = tx.tx_burst(batch);
     if counted {
@@ -66,9 +65,7 @@ fn flush(tx: &mut TxQueue, batch: &mut Batch, stats: &WorkerStats, port: usize, 
         }
     }
     if sent < offered {
-        for _ in 0..(offered - sent) {
-            stats.count_drop(DropReason::TxFull);
-        }
+        stats.drops[DropReason::TxFull as usize].add((offered - sent) as u64);
         batch.clear();
     }
 }
