@@ -155,9 +155,9 @@ impl MaglevTable {
                 suggested: suggested_size(backends.len()),
             });
         }
-        // Sorting references, keyed by the first eight bytes, moves 16 bytes per swap and
-        // settles most comparisons without a string compare.
-        let mut order: Vec<(u64, &MaglevBackend)> = backends
+        // Sorting references keyed by the first sixteen bytes settles most comparisons without
+        // a string compare (every IPv4 key fits in sixteen bytes).
+        let mut order: Vec<(u128, &MaglevBackend)> = backends
             .iter()
             .map(|backend| (key_prefix(&backend.key), backend))
             .collect();
@@ -299,14 +299,14 @@ impl MaglevTable {
     }
 }
 
-/// The first eight bytes of a key as a big-endian number (zero-padded): ordering by it agrees
+/// The first sixteen bytes of a key as a big-endian number (zero-padded): ordering by it agrees
 /// with ordering the keys bytewise, up to ties.
-fn key_prefix(key: &str) -> u64 {
-    let mut prefix = [0u8; 8];
+fn key_prefix(key: &str) -> u128 {
+    let mut prefix = [0u8; 16];
     let bytes = key.as_bytes();
-    let len = bytes.len().min(8);
+    let len = bytes.len().min(16);
     prefix[..len].copy_from_slice(&bytes[..len]);
-    u64::from_be_bytes(prefix)
+    u128::from_be_bytes(prefix)
 }
 
 /// Whether `n` is prime, by trial division (at most 2,048 odd divisors for a 24-bit table).
@@ -485,8 +485,8 @@ fn fill(permutations: &[Permutation], quotas: &[u32], size: u32, entries: &mut [
 /// test checks), they differ only in speed.
 #[derive(Clone, Copy, Debug)]
 struct Strategy {
-    /// Walk four backends' lists together while more than this many slots are empty.
-    lanes_above: u32,
+    /// Walk four probes per step ([`walk_four`]) rather than one.
+    four_probes: bool,
     /// Search the empty slots instead of walking once no more than this many are left.
     tail_length: u32,
 }
@@ -494,9 +494,7 @@ struct Strategy {
 impl Strategy {
     fn fast(size: u32) -> Strategy {
         Strategy {
-            // While at least half the table is empty a backend mostly needs one or two probes,
-            // and the branch that ends its walk is a coin toss; four walks share that branch.
-            lanes_above: size / 2,
+            four_probes: true,
             // Walking costs about M/E probes per slot when E slots are empty, searching them
             // costs E: they meet near sqrt(M).
             tail_length: size.isqrt().max(16),
@@ -507,7 +505,7 @@ impl Strategy {
     #[cfg(test)]
     fn plain() -> Strategy {
         Strategy {
-            lanes_above: u32::MAX,
+            four_probes: false,
             tail_length: 0,
         }
     }
@@ -652,19 +650,23 @@ impl Pace {
 }
 
 /// Where a backend's preference list continues (the paper's next[i], kept as a slot number so
-/// stepping is an add and a conditional subtract, not a modulo), and its stride.
+/// stepping is an add and a conditional subtract, not a modulo), and its stride. The stride's
+/// multiples let a walk compute four probes at once.
 #[derive(Clone, Copy, Debug)]
 struct Cursor {
     slot: u32,
     skip: u32,
+    /// 2 * skip mod M.
+    skip2: u32,
+    /// 4 * skip mod M.
+    skip4: u32,
 }
 
 /// The table while it fills. A backend's turn takes the first still-empty slot of its
-/// preference list, found in one of three ways that give the same slot:
-/// * four backends at a time while the table is mostly empty ([`Filling::take_four`]);
-/// * one backend at a time, four probes per step ([`walk`]);
+/// preference list, found in one of two ways that give the same slot:
+/// * by walking the list, four probes per step ([`walk_four`]);
 /// * once only `tail_length` slots are empty, by searching them for the one the list reaches
-///   first ([`Filling::take_from_tail`]): by then a walk passes thousands of taken slots (the
+///   first ([`Filling::take_from_tail`]): by then a walk passes hundreds of taken slots (the
 ///   last slots of a 65537-entry table cost half of all probes).
 struct Filling<'a> {
     size: u32,
@@ -677,8 +679,9 @@ struct Filling<'a> {
     strategy: Strategy,
     /// The empty slots, in no order, once `empty <= tail_length`.
     tail: Vec<u32>,
-    /// skip^-1 mod M per backend, computed on a backend's first turn in the tail (0 = not yet).
-    inverse_skip: Vec<u32>,
+    /// Per backend, ceil(skip^-1 * 2^64 / M), which ranks the tail's slots by distance along
+    /// the backend's list; computed on the backend's first turn in the tail (0 = not yet).
+    step_scale: Vec<u64>,
 }
 
 impl<'a> Filling<'a> {
@@ -694,15 +697,20 @@ impl<'a> Filling<'a> {
             taken: vec![0; (size as usize).div_ceil(64)],
             cursors: permutations
                 .iter()
-                .map(|p| Cursor {
-                    slot: p.offset,
-                    skip: p.skip,
+                .map(|p| {
+                    let skip2 = advance(p.skip, p.skip, size);
+                    Cursor {
+                        slot: p.offset,
+                        skip: p.skip,
+                        skip2,
+                        skip4: advance(skip2, skip2, size),
+                    }
                 })
                 .collect(),
             empty: size,
             strategy,
             tail: Vec::new(),
-            inverse_skip: Vec::new(),
+            step_scale: Vec::new(),
         };
         if size <= strategy.tail_length {
             filling.start_tail();
@@ -712,114 +720,89 @@ impl<'a> Filling<'a> {
 
     /// Gives each backend of `due` (distinct backends, in turn order) its next preferred empty
     /// slot; there must be as many empty slots left.
-    fn take_turns(&mut self, mut due: &[u32]) {
-        while let [first, rest @ ..] = due {
-            if let [a, b, c, d, ..] = *due {
-                if self.empty >= self.strategy.lanes_above.saturating_add(4) {
-                    self.take_four([a, b, c, d]);
-                    due = &due[4..];
-                    continue;
-                }
-            }
-            self.take(*first);
-            due = rest;
+    fn take_turns(&mut self, due: &[u32]) {
+        let walks = (self.empty.saturating_sub(self.strategy.tail_length) as usize).min(due.len());
+        let (walked, searched) = due.split_at(walks);
+        if self.strategy.four_probes {
+            self.walk_turns(walked, walk_four);
+        } else {
+            self.walk_turns(walked, walk_one);
         }
-    }
-
-    fn take(&mut self, index: u32) {
-        if self.empty <= self.strategy.tail_length {
-            self.take_from_tail(index);
-            return;
-        }
-        let size = self.size;
-        let Some(cursor) = self.cursors.get_mut(index as usize) else {
-            return;
-        };
-        let slot = walk(&mut self.taken, cursor, size);
-        self.commit(slot, index);
-    }
-
-    fn commit(&mut self, slot: u32, index: u32) {
-        if let Some(entry) = self.entries.get_mut(slot as usize) {
-            *entry = index;
-        }
-        self.empty -= 1;
-        if self.empty == self.strategy.tail_length {
+        if walks > 0 && self.empty == self.strategy.tail_length && self.empty > 0 {
             self.start_tail();
         }
+        for &index in searched {
+            self.take_from_tail(index);
+        }
     }
 
-    /// Four backends' turns (distinct backends), each walked one probe per step against the
-    /// same taken slots, with one branch for all four; then committed in turn order. A backend
-    /// whose slot an earlier one of the four took walks on from there: the slots it passed were
-    /// taken before and still are, so the result is the same as taking turns one by one.
-    fn take_four(&mut self, indices: [u32; 4]) {
+    /// The walking turns in one tight loop over locals: the filling's fields stay in registers,
+    /// which roughly halves the time per turn while the table is mostly empty.
+    #[inline(always)]
+    fn walk_turns(&mut self, due: &[u32], walk: impl Fn(&mut [u64], &mut Cursor, u32) -> u32) {
         let size = self.size;
-        let taken = &self.taken;
-        let mut cursors = [Cursor { slot: 0, skip: 1 }; 4];
-        for (cursor, &index) in cursors.iter_mut().zip(&indices) {
-            if let Some(&found) = self.cursors.get(index as usize) {
-                *cursor = found;
-            }
-        }
-        let [mut s0, mut s1, mut s2, mut s3] = cursors.map(|c| c.slot);
-        let [k0, k1, k2, k3] = cursors.map(|c| c.skip);
-        loop {
-            let busy = [s0, s1, s2, s3].map(|slot| is_taken(taken, slot));
-            if busy[0] | busy[1] | busy[2] | busy[3] == 0 {
-                break;
-            }
-            // A lane that found its slot steps by 0: arithmetic, not a branch per lane.
-            s0 = advance(s0, k0 & 0u32.wrapping_sub(busy[0] as u32), size);
-            s1 = advance(s1, k1 & 0u32.wrapping_sub(busy[1] as u32), size);
-            s2 = advance(s2, k2 & 0u32.wrapping_sub(busy[2] as u32), size);
-            s3 = advance(s3, k3 & 0u32.wrapping_sub(busy[3] as u32), size);
-        }
-        for (found, index) in [s0, s1, s2, s3].into_iter().zip(indices) {
-            let Some(cursor) = self.cursors.get_mut(index as usize) else {
+        let taken = &mut self.taken[..];
+        let cursors = &mut self.cursors[..];
+        let entries = &mut *self.entries;
+        let mut empty = self.empty;
+        for &index in due {
+            let Some(cursor) = cursors.get_mut(index as usize) else {
                 continue;
             };
-            cursor.slot = found;
-            let slot = walk(&mut self.taken, cursor, size);
-            self.commit(slot, index);
+            let slot = walk(taken, cursor, size);
+            if let Some(entry) = entries.get_mut(slot as usize) {
+                *entry = index;
+            }
+            empty -= 1;
         }
+        self.empty = empty;
     }
 
     fn start_tail(&mut self) {
-        let taken = &self.taken;
-        self.tail = (0..self.size)
-            .filter(|&slot| is_taken(taken, slot) == 0)
-            .collect();
-        self.inverse_skip = vec![0; self.cursors.len()];
+        self.tail.clear();
+        for (word_index, &word) in self.taken.iter().enumerate() {
+            let mut empty = !word;
+            while empty != 0 {
+                let slot = (word_index * 64) as u32 + empty.trailing_zeros();
+                // The last word's bits past M are not slots.
+                if slot < self.size {
+                    self.tail.push(slot);
+                }
+                empty &= empty - 1;
+            }
+        }
+        self.step_scale = vec![0; self.cursors.len()];
     }
 
     /// Takes the empty slot that backend `index`'s list reaches first. Every slot the list
     /// passed is taken, so that is the empty slot s with the fewest steps from the cursor,
-    /// (s - cursor) * skip^-1 mod M.
+    /// d = (s - cursor) * skip^-1 mod M.
+    ///
+    /// d is ranked without a division: with F = ceil(skip^-1 * 2^64 / M) and x = s + M - cursor
+    /// (in [1, 2M)), the wrapping product x * F equals d * 2^64 / M plus an error below 2M.
+    /// Different d are at least 2^64 / M >= 2^40 apart, far more than the error, and the
+    /// largest product stays below 2^64, so the products rank the slots as d does, even with
+    /// their low 32 bits replaced by the slot's position in `tail`.
     fn take_from_tail(&mut self, index: u32) {
         let index = index as usize;
-        let (Some(&cursor), Some(known_inverse)) =
-            (self.cursors.get(index), self.inverse_skip.get_mut(index))
+        let (Some(&cursor), Some(known_scale)) =
+            (self.cursors.get(index), self.step_scale.get_mut(index))
         else {
             return;
         };
-        if *known_inverse == 0 {
-            *known_inverse = inverse_mod(cursor.skip, self.size);
+        if *known_scale == 0 {
+            let inverse = u128::from(inverse_mod(cursor.skip, self.size));
+            // inverse < M, so the quotient is below 2^64.
+            *known_scale = (inverse << 64).div_ceil(u128::from(self.size)) as u64;
         }
-        let inverse = u64::from(*known_inverse);
-        let size = u64::from(self.size);
-        // Barrett reduction: the quotient estimate is at most one too small.
-        let reciprocal = u128::from(u64::MAX / size);
-        let from = size - u64::from(cursor.slot);
-        // Steps in the high half and the position in the low half: one `min` finds both
+        let scale = *known_scale;
+        let from = self.size - cursor.slot;
+        // The rank in the high half and the position in the low half: one `min` finds both
         // without a branch per slot.
         let mut best = u64::MAX;
         for (position, &slot) in self.tail.iter().enumerate() {
-            let product = (u64::from(slot) + from) * inverse;
-            let quotient = ((u128::from(product) * reciprocal) >> 64) as u64;
-            let steps = product - quotient * size;
-            let steps = steps.min(steps.wrapping_sub(size));
-            best = best.min(steps << 32 | position as u64);
+            let rank = u64::from(slot + from).wrapping_mul(scale);
+            best = best.min((rank & !u64::from(u32::MAX)) | position as u64);
         }
         let position = (best & u64::from(u32::MAX)) as usize;
         if position >= self.tail.len() {
@@ -842,42 +825,56 @@ fn is_taken(taken: &[u64], slot: u32) -> u64 {
     (taken[slot as usize / 64] >> (slot % 64)) & 1
 }
 
-/// Takes the first empty slot on `cursor`'s list and moves the cursor past it. The first probe
-/// usually finds one while the table is mostly empty; after that the list is walked four slots
-/// per step, four independent probes and one branch, where one slot per step puts a
-/// hard-to-predict branch and a dependent add on every probe.
 #[inline(always)]
-fn walk(taken: &mut [u64], cursor: &mut Cursor, size: u32) -> u32 {
-    let Cursor { slot, skip } = *cursor;
-    let found = if is_taken(taken, slot) == 0 {
-        slot
-    } else {
-        let skip2 = advance(skip, skip, size);
-        let skip3 = advance(skip2, skip, size);
-        let skip4 = advance(skip3, skip, size);
-        let mut base = advance(slot, skip, size);
-        loop {
-            let p1 = advance(base, skip, size);
-            let p2 = advance(base, skip2, size);
-            let p3 = advance(base, skip3, size);
-            let busy = is_taken(taken, base)
-                | is_taken(taken, p1) << 1
-                | is_taken(taken, p2) << 2
-                | is_taken(taken, p3) << 3;
-            if busy != 0b1111 {
-                break match (!busy).trailing_zeros() {
-                    0 => base,
-                    1 => p1,
-                    2 => p2,
-                    _ => p3,
-                };
-            }
-            base = advance(base, skip4, size);
+fn mark_taken(taken: &mut [u64], slot: u32) {
+    taken[slot as usize / 64] |= 1 << (slot % 64);
+}
+
+/// Takes the first empty slot on `cursor`'s list and moves the cursor past it, four probes per
+/// step: four independent loads and one branch, which is rarely mispredicted while the table
+/// is mostly empty. Probing one slot at a time puts a coin-toss branch on every turn then, and
+/// a dependent add and a branch on every probe later.
+#[inline(always)]
+fn walk_four(taken: &mut [u64], cursor: &mut Cursor, size: u32) -> u32 {
+    let Cursor {
+        slot,
+        skip,
+        skip2,
+        skip4,
+    } = *cursor;
+    let mut p0 = slot;
+    let mut p1 = advance(slot, skip, size);
+    let mut p2 = advance(slot, skip2, size);
+    let mut p3 = advance(p1, skip2, size);
+    loop {
+        let w0 = taken[p0 as usize / 64] >> (p0 % 64);
+        let w1 = taken[p1 as usize / 64] >> (p1 % 64);
+        let w2 = taken[p2 as usize / 64] >> (p2 % 64);
+        let w3 = taken[p3 as usize / 64] >> (p3 % 64);
+        if w0 & w1 & w2 & w3 & 1 == 0 {
+            let free = (!w0 & 1) | (!w1 & 1) << 1 | (!w2 & 1) << 2 | (!w3 & 1) << 3;
+            let found = [p0, p1, p2, p3][free.trailing_zeros() as usize & 3];
+            mark_taken(taken, found);
+            cursor.slot = advance(found, skip, size);
+            return found;
         }
-    };
-    taken[found as usize / 64] |= 1 << (found % 64);
-    cursor.slot = advance(found, skip, size);
-    found
+        p0 = advance(p0, skip4, size);
+        p1 = advance(p1, skip4, size);
+        p2 = advance(p2, skip4, size);
+        p3 = advance(p3, skip4, size);
+    }
+}
+
+/// The paper's walk, one probe at a time: the reference the fast path is tested against.
+#[inline(always)]
+fn walk_one(taken: &mut [u64], cursor: &mut Cursor, size: u32) -> u32 {
+    let mut slot = cursor.slot;
+    while is_taken(taken, slot) != 0 {
+        slot = advance(slot, cursor.skip, size);
+    }
+    mark_taken(taken, slot);
+    cursor.slot = advance(slot, cursor.skip, size);
+    slot
 }
 
 /// a^-1 mod m for a prime m and 0 < a < m (extended Euclid).
@@ -1105,8 +1102,8 @@ mod tests {
         assert_eq!(after, [0, 0, 0, 0, 1, 1, 1]);
     }
 
-    /// Builds with the paper's one-probe-at-a-time walk, for comparison with the fast path.
-    fn plain_entries(backends: &[MaglevBackend], size: u32) -> Vec<u32> {
+    /// Fills the table of `backends` with `strategy`, for comparison with the fast path.
+    fn entries_with(backends: &[MaglevBackend], size: u32, strategy: Strategy) -> Vec<u32> {
         let table = MaglevTable::build(backends, size).unwrap();
         let sorted = table.backends();
         let permutations: Vec<_> = sorted
@@ -1119,7 +1116,7 @@ mod tests {
             &quotas(sorted, size),
             size,
             &mut entries,
-            Strategy::plain(),
+            strategy,
         );
         entries
     }
@@ -1137,12 +1134,39 @@ mod tests {
             (3, 65537, &[1, 1000][..]),
         ] {
             let backends = weighted(count, pattern);
+            let plain = entries_with(&backends, size, Strategy::plain());
             let fast = MaglevTable::build(&backends, size).unwrap();
             assert_eq!(
                 fast.entries(),
-                &plain_entries(&backends, size)[..],
+                &plain[..],
                 "{count} backends, M={size}, weights {pattern:?}"
             );
+            // Each part of the fast path alone: four-probe walks to the last slot, and one-probe
+            // walks with the tail search; and a tail search over a quarter of the table.
+            let tail_length = Strategy::fast(size).tail_length;
+            let mut parts = vec![
+                Strategy {
+                    four_probes: true,
+                    tail_length: 0,
+                },
+                Strategy {
+                    four_probes: false,
+                    tail_length,
+                },
+            ];
+            if size <= 10007 {
+                parts.push(Strategy {
+                    four_probes: true,
+                    tail_length: size / 4,
+                });
+            }
+            for strategy in parts {
+                assert_eq!(
+                    entries_with(&backends, size, strategy),
+                    plain,
+                    "{count} backends, M={size}, weights {pattern:?}, {strategy:?}"
+                );
+            }
         }
     }
 
