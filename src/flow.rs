@@ -140,15 +140,68 @@ impl FiveTuple {
     }
 }
 
+/// XXH3-64 of the 37-byte serialisation, computed from the fields in registers. XXH3 reads
+/// inputs of 17-128 bytes as little-endian 64-bit words at fixed offsets (for 37 bytes: 0, 8,
+/// 16, 24, 5, 13, 21 and 29); assembling the bytes in memory and reading those words back
+/// spans two or three narrower stores each, which the CPU cannot forward and waits out.
+/// Here each word is cut from the two addresses as 128-bit numbers instead. Equal to
+/// `xxh3_64_with_seed(serialisation, FLOW_HASH_SEED)` (a test compares them on many tuples).
 #[inline(always)]
 fn hash_fields(src: &[u8; 16], dst: &[u8; 16], src_port: u16, dst_port: u16, proto: u8) -> u64 {
-    let mut bytes = [0u8; HASH_INPUT_LEN];
-    bytes[..16].copy_from_slice(src);
-    bytes[16..32].copy_from_slice(dst);
-    bytes[32..34].copy_from_slice(&src_port.to_be_bytes());
-    bytes[34..36].copy_from_slice(&dst_port.to_be_bytes());
-    bytes[36] = proto;
-    xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, FLOW_HASH_SEED)
+    let s = u128::from_le_bytes(*src);
+    let d = u128::from_le_bytes(*dst);
+    // Bytes 32-36: the ports in network order, then the protocol.
+    let tail = u64::from(src_port.swap_bytes())
+        | u64::from(dst_port.swap_bytes()) << 16
+        | u64::from(proto) << 32;
+    let word = |value: u128| value as u64;
+    let mut acc = (HASH_INPUT_LEN as u64).wrapping_mul(xxh3::PRIME64_1);
+    acc = acc.wrapping_add(xxh3::mix16(word(d), word(d >> 64), 2));
+    acc = acc.wrapping_add(xxh3::mix16(
+        word(s >> 40),
+        word(s >> 104) | word(d << 24),
+        3,
+    ));
+    acc = acc.wrapping_add(xxh3::mix16(word(s), word(s >> 64), 0));
+    acc = acc.wrapping_add(xxh3::mix16(word(d >> 40), word(d >> 104) | tail << 24, 1));
+    xxh3::avalanche(acc)
+}
+
+/// The pieces of XXH3 (xxHash's 64-bit variant, as specified by its reference) that the flow
+/// hash's fixed input length uses, with [`FLOW_HASH_SEED`] folded into the secret.
+mod xxh3 {
+    use super::FLOW_HASH_SEED;
+
+    pub const PRIME64_1: u64 = 0x9E37_79B1_85EB_CA87;
+
+    /// The first 64 bytes of XXH3's default secret as little-endian words: four pairs, one
+    /// per 16-byte input chunk.
+    const SECRET: [u64; 8] = [
+        0xbe4b_a423_396c_feb8,
+        0x1cad_21f7_2c81_017c,
+        0xdb97_9083_e96d_d4de,
+        0x1f67_b3b7_a4a4_4072,
+        0x78e5_c0cc_4ee6_79cb,
+        0x2172_ffcc_7dd0_5a82,
+        0x8e24_43f7_7446_08b8,
+        0x4c26_3a81_e690_35e0,
+    ];
+
+    /// XXH3's 16-byte mix with the `pair`-th secret pair and the seed.
+    #[inline(always)]
+    pub fn mix16(low: u64, high: u64, pair: usize) -> u64 {
+        let low = low ^ SECRET[2 * pair].wrapping_add(FLOW_HASH_SEED);
+        let high = high ^ SECRET[2 * pair + 1].wrapping_sub(FLOW_HASH_SEED);
+        let product = u128::from(low) * u128::from(high);
+        product as u64 ^ (product >> 64) as u64
+    }
+
+    #[inline(always)]
+    pub fn avalanche(mut h: u64) -> u64 {
+        h ^= h >> 37;
+        h = h.wrapping_mul(0x1656_6791_9E37_79F9);
+        h ^ (h >> 32)
+    }
 }
 
 fn to_mapped(addr: IpAddr) -> [u8; 16] {
@@ -340,6 +393,36 @@ mod tests {
             t.flow_hash(),
             xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, FLOW_HASH_SEED)
         );
+    }
+
+    /// The register-built hash against the library's XXH3 over the serialised bytes, on
+    /// random tuples (every byte of the input varies) and on IPv4-mapped ones.
+    #[test]
+    fn flow_hash_equals_xxh3_of_the_serialisation() {
+        let mut rng = SplitMix(7);
+        for round in 0..20_000 {
+            let mut t = rng.tuple();
+            if round % 2 == 1 {
+                t = FiveTuple::from_v4(
+                    Ipv4Addr::from(rng.next() as u32),
+                    Ipv4Addr::from(rng.next() as u32),
+                    t.src_port,
+                    t.dst_port,
+                    t.proto,
+                );
+            }
+            let mut bytes = [0u8; HASH_INPUT_LEN];
+            bytes[..16].copy_from_slice(&t.src);
+            bytes[16..32].copy_from_slice(&t.dst);
+            bytes[32..34].copy_from_slice(&t.src_port.to_be_bytes());
+            bytes[34..36].copy_from_slice(&t.dst_port.to_be_bytes());
+            bytes[36] = t.proto;
+            assert_eq!(
+                t.flow_hash(),
+                xxhash_rust::xxh3::xxh3_64_with_seed(&bytes, FLOW_HASH_SEED),
+                "{t:?}"
+            );
+        }
     }
 
     #[test]
