@@ -86,16 +86,12 @@ impl Mbuf {
         (m.buf_len as usize).saturating_sub(m.data_off as usize + m.data_len as usize)
     }
 
-    /// Prefetches the first cache line of the packet data.
+    /// Prefetches the first cache line of the packet data. In Rust rather than through
+    /// `rte_prefetch0`, whose C wrapper is a call per packet.
     #[inline]
     pub fn prefetch_data(&self) {
         let m = self.m();
-        // SAFETY: computing an address inside the mbuf's buffer (buf_addr + data_off) and
-        // prefetching it; a prefetch never faults.
-        unsafe {
-            let p = (m.buf_addr as *const u8).add(m.data_off as usize);
-            dpdk_sys::rte_prefetch0(p as *const _);
-        }
+        super::prefetch::prefetch_line((m.buf_addr as *const u8).wrapping_add(m.data_off as usize));
     }
 
     /// Sets the packet to `bytes` (replacing any data). `false` if it does not fit.
@@ -145,15 +141,19 @@ impl PacketBuf for Mbuf {
         }
     }
 
+    /// `rte_pktmbuf_prepend` written out: it is inline in DPDK, and through its C wrapper it
+    /// was a call per encapsulated packet.
     #[inline]
     fn prepend(&mut self, n: usize) -> Option<&mut [u8]> {
         let n16 = u16::try_from(n).ok()?;
-        // SAFETY: rte_pktmbuf_prepend checks the headroom and returns NULL (changing nothing)
-        // when it is too small; the mbuf is ours exclusively.
-        let p = unsafe { dpdk_sys::rte_pktmbuf_prepend(self.raw.as_ptr(), n16) };
-        if p.is_null() {
+        let m = self.m_mut();
+        if n16 > m.data_off {
             return None;
         }
+        // data_len + n stays within buf_len (a u16): the bytes move inside the buffer.
+        m.data_off -= n16;
+        m.data_len += n16;
+        m.pkt_len += u32::from(n16);
         Some(self.data_mut())
     }
 
