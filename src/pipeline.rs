@@ -240,10 +240,10 @@ impl Pipeline {
                 }
             };
         }
-        // Pass 1b: classify and hash.
-        for (slot, v) in self.pending.iter_mut().zip(verdicts.iter_mut()).take(n) {
+        // Pass 1b: the flow hash, which is all the conntrack prefetch needs.
+        for (slot, v) in self.pending.iter_mut().zip(verdicts.iter()).take(n) {
             if *v == Verdict::Forward {
-                *v = classify(snap, stats, slot);
+                hash_flow(slot);
             }
         }
         // Pass 1c: prefetch the conntrack metadata lines, in a loop of its own. A prefetch
@@ -253,6 +253,13 @@ impl Pipeline {
         for (p, v) in self.pending.iter().zip(verdicts.iter()).take(n) {
             if *v == Verdict::Forward && p.track {
                 self.flows.conntrack.prefetch(p.hash);
+            }
+        }
+        // Pass 1d: the VIP, while those lines are on their way (a packet for no VIP had its
+        // line prefetched for nothing, which is cheaper than a second pass before pass 1c).
+        for (slot, v) in self.pending.iter_mut().zip(verdicts.iter_mut()).take(n) {
+            if *v == Verdict::Forward {
+                *v = classify(snap, stats, slot);
             }
         }
         // Pass 2: the entry lines, now that the metadata lines are (mostly) in.
@@ -337,7 +344,21 @@ fn parse_into(stats: &WorkerStats, frame: &[u8], slot: &mut Pending) -> Verdict 
     }
 }
 
-/// Pass 1b for one parsed packet: its VIP and flow hash, or `Exception` when it is for no VIP.
+/// Pass 1b for one parsed packet: the hash of the flow it belongs to, and whether conntrack
+/// tracks it (not fragments, not ICMP errors).
+#[inline(always)]
+fn hash_flow(slot: &mut Pending) {
+    let meta = &slot.meta;
+    let (hash, track) = match &meta.icmp_error {
+        Some(err) => (err.flow.flow_hash(), false),
+        None if meta.fragment == Fragment::None => (meta.tuple.flow_hash(), true),
+        None => (meta.tuple.fragment_hash(), false),
+    };
+    slot.hash = hash;
+    slot.track = track;
+}
+
+/// Pass 1d for one parsed packet: its VIP, or `Exception` when it is for none.
 #[inline(always)]
 fn classify(snap: &Snapshot, stats: &WorkerStats, slot: &mut Pending) -> Verdict {
     let meta = &slot.meta;
@@ -353,14 +374,9 @@ fn classify(snap: &Snapshot, stats: &WorkerStats, slot: &mut Pending) -> Verdict
     let Some(vip) = vip else {
         return Verdict::Exception;
     };
-    let hash = if fragment == Fragment::None {
-        key.flow_hash()
-    } else {
+    if fragment != Fragment::None {
         stats.fragments.inc();
-        key.fragment_hash()
-    };
-    slot.track = meta.icmp_error.is_none() && fragment == Fragment::None;
-    slot.hash = hash;
+    }
     slot.vip = vip;
     Verdict::Forward
 }
