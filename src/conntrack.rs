@@ -381,21 +381,25 @@ impl ConnTable {
 
     /// Second prefetch stage: once [`ConnTable::prefetch`]ed metadata has arrived, starts
     /// loading the entries whose signature matches `hash` (almost always one or none). A
-    /// burst pipeline calls `prefetch` for all packets, then this, then `lookup`.
+    /// burst pipeline calls `prefetch` for all packets, then this, then `lookup_hinted` with
+    /// the ways this returns, which spares the lookup comparing the signatures again.
     #[inline]
-    pub fn prefetch_entries(&self, hash: u64) {
-        if let Some(set) = self.sets.get(self.set_index(hash)) {
-            let mut candidates = set.ways_with(signature(hash));
-            while candidates != 0 {
-                if let Some(entry) = set.entries.get(candidates.trailing_zeros() as usize) {
-                    // An entry may straddle two lines: fetch the line of its last byte too.
-                    let first = entry as *const Entry;
-                    prefetch_line(first);
-                    prefetch_line(first.cast::<u8>().wrapping_add(size_of::<Entry>() - 1));
-                }
-                candidates &= candidates - 1;
+    pub fn prefetch_entries(&self, hash: u64) -> u8 {
+        let Some(set) = self.sets.get(self.set_index(hash)) else {
+            return 0;
+        };
+        let ways = set.ways_with(signature(hash));
+        let mut candidates = ways;
+        while candidates != 0 {
+            if let Some(entry) = set.entries.get(candidates.trailing_zeros() as usize) {
+                // An entry may straddle two lines: fetch the line of its last byte too.
+                let first = entry as *const Entry;
+                prefetch_line(first);
+                prefetch_line(first.cast::<u8>().wrapping_add(size_of::<Entry>() - 1));
             }
+            candidates &= candidates - 1;
         }
+        ways as u8
     }
 
     /// The flow's value, refreshing its last-seen time to `now`. A flow idle for longer than
@@ -403,27 +407,70 @@ impl ConnTable {
     /// `key.flow_hash()` (or `fragment_hash()`: whichever the caller keys the flow by).
     #[inline]
     pub fn lookup(&mut self, key: &FiveTuple, hash: u64, now: u64) -> Option<FlowValue> {
+        let index = self.set_index(hash);
+        let way = self
+            .sets
+            .get(index)
+            .and_then(|set| set.find(signature(hash), key));
+        self.take_hit(index, way, now)
+    }
+
+    /// [`ConnTable::lookup`], trying first the `ways` that [`ConnTable::prefetch_entries`]
+    /// returned for `hash`. They may be stale (an insert since then may have reused a way or
+    /// added the flow), so a hinted way counts only if its signature and key still match,
+    /// and anything else falls back to the full lookup: the answer is always `lookup`'s.
+    #[inline]
+    pub fn lookup_hinted(
+        &mut self,
+        key: &FiveTuple,
+        hash: u64,
+        ways: u8,
+        now: u64,
+    ) -> Option<FlowValue> {
+        let index = self.set_index(hash);
+        let sig = signature(hash);
+        if let Some(set) = self.sets.get(index) {
+            let mut candidates = u32::from(ways);
+            while candidates != 0 {
+                let way = candidates.trailing_zeros() as usize;
+                if set.meta.sig.get(way) == Some(&sig)
+                    && set.entries.get(way).is_some_and(|e| e.key == *key)
+                {
+                    return self.take_hit(index, Some(way), now);
+                }
+                candidates &= candidates - 1;
+            }
+        }
+        self.lookup(key, hash, now)
+    }
+
+    /// Counts a lookup's outcome: a live flow is refreshed and returned; an expired one is
+    /// freed and, like no flow at all, a miss.
+    #[inline(always)]
+    fn take_hit(&mut self, index: usize, way: Option<usize>, now: u64) -> Option<FlowValue> {
         let now = self.ticks(now);
         let timeout = self.timeout_ticks;
-        let index = self.set_index(hash);
-        let found = self
-            .sets
-            .get_mut(index)
-            .and_then(|set| Some((set.find(signature(hash), key)?, set)));
+        let found = way.and_then(|way| Some((way, self.sets.get_mut(index)?)));
         let Some((way, set)) = found else {
             self.stats.misses += 1;
             return None;
         };
-        if age(now, set.meta.last_seen[way]) > timeout {
+        let (Some(last_seen), Some(entry)) =
+            (set.meta.last_seen.get_mut(way), set.entries.get(way))
+        else {
+            self.stats.misses += 1;
+            return None;
+        };
+        if age(now, *last_seen) > timeout {
             set.meta.sig[way] = EMPTY;
             self.len -= 1;
             self.stats.expiries += 1;
             self.stats.misses += 1;
             return None;
         }
-        set.meta.last_seen[way] = now;
+        *last_seen = now;
         self.stats.hits += 1;
-        Some(set.entries[way].value())
+        Some(entry.value())
     }
 
     /// The flow's value if it is tracked and live at `now`, without refreshing it or
@@ -1021,6 +1068,49 @@ mod tests {
     /// Ten million random operations on a small table (about 3 s in a debug build): the
     /// storage never moves or grows, every hit returns the value last stored for that flow,
     /// and the counters add up.
+    /// Hints taken a while before the lookup go stale: flows are inserted, replaced, removed
+    /// and expire in between. Two tables given the same operations, one looked up plainly
+    /// and one with the stale hints, must answer and count alike.
+    #[test]
+    fn hinted_lookups_answer_like_plain_ones_even_with_stale_hints() {
+        // A small table and pool, so sets fill, evict and reuse ways often.
+        let mut plain = ConnTable::new(64, 3000).unwrap();
+        let mut hinted = ConnTable::new(64, 3000).unwrap();
+        let pool: Vec<(FiveTuple, u64)> =
+            (0..512).map(|i| (flow(i), flow(i).flow_hash())).collect();
+        let mut rng = SplitMix(11);
+        let mut hints = vec![0u8; pool.len()];
+        let (mut hinted_hits, mut stale) = (0u64, 0u64);
+        for now in 0..400_000u64 {
+            let r = rng.next();
+            let i = (r as usize) % pool.len();
+            let (key, hash) = &pool[i];
+            match (r >> 32) % 8 {
+                0..=2 => hints[i] = hinted.prefetch_entries(*hash),
+                3..=5 => {
+                    let fresh = hinted.prefetch_entries(*hash);
+                    stale += u64::from(fresh != hints[i]);
+                    let expected = plain.lookup(key, *hash, now);
+                    let got = hinted.lookup_hinted(key, *hash, hints[i], now);
+                    assert_eq!(got, expected, "flow {i} at {now}");
+                    hinted_hits += u64::from(got.is_some() && hints[i] != 0);
+                }
+                6 => {
+                    let v = value((r >> 40) as u32);
+                    assert_eq!(
+                        plain.insert(key, *hash, now, v),
+                        hinted.insert(key, *hash, now, v)
+                    );
+                }
+                _ => assert_eq!(plain.remove(key, *hash), hinted.remove(key, *hash)),
+            }
+        }
+        assert_eq!(plain.stats(), hinted.stats());
+        assert_eq!(plain.len(), hinted.len());
+        // The test exercised both kinds of hint.
+        assert!(hinted_hits > 1000 && stale > 1000, "{hinted_hits} {stale}");
+    }
+
     #[test]
     fn no_allocation_and_consistent_answers_under_random_operations() {
         const OPS: u64 = 10_000_000;

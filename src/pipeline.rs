@@ -67,6 +67,8 @@ struct Pending {
     vip: u16,
     /// Whether the flow goes through conntrack (not fragments, not ICMP errors).
     track: bool,
+    /// From pass 2: the conntrack ways whose signature matched, a hint for the lookup.
+    ways: u8,
     /// From pass 3: the chosen backend, its VIP's id, and how to reach it.
     backend: u32,
     vip_id: u32,
@@ -89,6 +91,7 @@ impl Pending {
         hash: 0,
         vip: 0,
         track: false,
+        ways: 0,
         backend: 0,
         vip_id: 0,
         params: EncapParams {
@@ -263,9 +266,9 @@ impl Pipeline {
             }
         }
         // Pass 2: the entry lines, now that the metadata lines are (mostly) in.
-        for (p, v) in self.pending.iter().zip(verdicts.iter()).take(n) {
+        for (p, v) in self.pending.iter_mut().zip(verdicts.iter()).take(n) {
             if *v == Verdict::Forward && p.track {
-                self.flows.conntrack.prefetch_entries(p.hash);
+                p.ways = self.flows.conntrack.prefetch_entries(p.hash);
             }
         }
         // Pass 3: conntrack and select; what to write goes into the slot.
@@ -409,7 +412,7 @@ impl Flows {
             }
             return vip.pick(p.hash);
         }
-        if let Some(v) = self.conntrack.lookup(p.key(), p.hash, now) {
+        if let Some(v) = self.conntrack.lookup_hinted(p.key(), p.hash, p.ways, now) {
             if keeps(v.backend) {
                 return Some(v.backend);
             }
