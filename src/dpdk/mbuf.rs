@@ -184,6 +184,17 @@ impl PacketBuf for Mbuf {
         let Ok(n16) = u16::try_from(n) else {
             return false;
         };
+        // One segment, the data path's case (Ethernet padding after encapsulation): what
+        // rte_pktmbuf_trim does, inline instead of a call through its C wrapper.
+        let m = self.m_mut();
+        if m.nb_segs == 1 {
+            if n16 > m.data_len {
+                return false;
+            }
+            m.data_len -= n16;
+            m.pkt_len -= u32::from(n16);
+            return true;
+        }
         // SAFETY: rte_pktmbuf_trim checks the last segment's length and returns -1 (changing
         // nothing) when it is shorter than n.
         unsafe { dpdk_sys::rte_pktmbuf_trim(self.raw.as_ptr(), n16) == 0 }
