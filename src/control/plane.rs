@@ -1,7 +1,11 @@
-//! The control thread's state and the one path every change takes: validate the whole
-//! candidate state, build its snapshot, write it to the state file, publish it, log it — in
-//! that order, so a change is durable before the API acknowledges it and published before
-//! the response leaves, and a change that fails at any step leaves everything as it was.
+//! The control thread's state and the one path every change takes: validate the candidate
+//! state, build its snapshot, write it to the state file, publish it, log it — in that
+//! order, so a change is durable before the API acknowledges it and published before the
+//! response leaves, and a change that fails at any step leaves everything as it was.
+//!
+//! A change costs what the VIPs it replaces hold, not what every VIP holds: the candidate
+//! shares the records of the VIPs it leaves alone with the current state, and validation,
+//! snapshot specs, id bookkeeping and health-check plans are redone for the others only.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -17,7 +21,7 @@ use super::messages::{
 use super::metrics::{AdoptionSample, AdoptionStats, ADOPTION_LIMIT};
 use super::neighbours::{NeighbourReader, Wanted};
 use super::persist;
-use super::state::{ApiError, Desired, IdPolicy, Released};
+use super::state::{records_of, ApiError, BackendRecord, Desired, IdBook, IdPolicy, VipRecord};
 use crate::config::{Config, HealthCheck, Token};
 use crate::encap::EncapMode;
 use crate::handle::DataplaneHandle;
@@ -50,7 +54,16 @@ struct CheckPlan {
 pub struct Plane {
     pub base: Config,
     pub desired: Desired,
-    released: Released,
+    /// Whether `desired` passed [`Desired::validate`] against `base`: then a change is
+    /// validated by the VIPs it replaces.
+    desired_valid: bool,
+    ids: IdBook,
+    /// The snapshot spec of each VIP of `desired`, in order, as the last build made them:
+    /// a change builds specs for the VIPs it replaces only.
+    specs: Vec<VipSpec>,
+    /// `specs` may no longer say what `desired` and the observations make (a change dropped
+    /// the health of a backend that was down): the next build makes every spec anew.
+    specs_stale: bool,
     /// The version of the newest published snapshot.
     pub version: u64,
     pub dataplane: DataplaneHandle,
@@ -82,10 +95,13 @@ impl Plane {
         let quarantine = Duration::from_secs(u64::from(base.dataplane.conntrack_idle_timeout_secs));
         let mut plane = Plane {
             state_file: base.control.state_file.clone(),
+            desired_valid: desired.validate(&base).is_ok(),
+            ids: IdBook::new(&desired, quarantine),
+            specs: Vec::new(),
+            specs_stale: true,
             base,
             version: desired.version,
             desired,
-            released: Released::new(quarantine),
             dataplane,
             token,
             plans: HashMap::new(),
@@ -99,7 +115,7 @@ impl Plane {
             pending_adoption: None,
             adoption: AdoptionStats::default(),
         };
-        plane.sync_health(Instant::now());
+        plane.sync_health(&Desired::default(), Instant::now());
         plane.publish_runtime("initial configuration")?;
         // Its wait would start only when the API is up, measuring the start-up, not the
         // workers; and the workers began with the same VIPs (`initial_specs`).
@@ -127,22 +143,50 @@ impl Plane {
     /// Validates, persists, publishes and logs `candidate`; returns the new version.
     pub fn commit(&mut self, what: String, mut candidate: Desired) -> Result<u64, ApiError> {
         let started = Instant::now();
-        candidate.validate(&self.base)?;
+        if self.desired_valid {
+            candidate.validate_change(&self.desired, &self.base)?;
+        } else {
+            candidate.validate(&self.base)?;
+        }
         let version = self.version + 1;
         candidate.version = version;
-        let snapshot = self.build(&candidate, version)?;
-        if let Some(path) = &self.state_file {
-            persist::store(path, &candidate).map_err(|e| ApiError::internal(e.to_string()))?;
-        }
+        let specs = self.specs_for(&candidate);
+        let snapshot = snapshot::build(
+            version,
+            &specs,
+            &self.dataplane.ports,
+            Some(&self.dataplane.publisher.current()),
+        )
+        .map_err(|e| ApiError::bad_request(e.to_string()));
+        let stored = snapshot.and_then(|snapshot| match &self.state_file {
+            Some(path) => persist::store(path, &candidate)
+                .map(|()| snapshot)
+                .map_err(|e| ApiError::internal(e.to_string())),
+            None => Ok(snapshot),
+        });
+        let snapshot = match stored {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                // `specs_for` took the unchanged VIPs' specs over; the current state's are
+                // made anew on the next build.
+                self.specs_stale = true;
+                return Err(e);
+            }
+        };
         self.dataplane.publisher.publish(snapshot);
         let now = Instant::now();
         self.expect_adoption(version, started, now);
-        self.released.record(&self.desired, &candidate, now);
-        self.desired = candidate;
+        self.ids.record(&self.desired, &candidate, now);
+        self.specs = specs;
+        self.specs_stale = false;
+        let before = std::mem::replace(&mut self.desired, candidate);
+        self.desired_valid = true;
         self.version = version;
         tracing::info!(version, "version {version}: {what}");
-        self.sync_health(now);
-        self.update_wanted();
+        self.sync_health(&before, now);
+        if wanted_changed(&before, &self.desired) {
+            self.update_wanted();
+        }
         self.note_all_down();
         Ok(version)
     }
@@ -151,7 +195,13 @@ impl Plane {
     fn publish_runtime(&mut self, why: &str) -> Result<u64, ApiError> {
         let started = Instant::now();
         let version = self.version + 1;
-        let snapshot = self.build(&self.desired, version)?;
+        // Health and MACs may have changed anywhere: every spec is made anew.
+        self.specs = self.specs(&self.desired);
+        self.specs_stale = false;
+        let current = self.dataplane.publisher.current();
+        let snapshot = snapshot::build(version, &self.specs, &self.dataplane.ports, Some(&current))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        drop(current);
         self.dataplane.publisher.publish(snapshot);
         self.expect_adoption(version, started, Instant::now());
         self.version = version;
@@ -217,18 +267,35 @@ impl Plane {
     }
 
     /// The id policy for a change of the current state.
-    pub fn ids(&self) -> IdPolicy {
-        IdPolicy::for_change(&self.desired, &self.released, Instant::now())
+    pub fn ids(&self) -> IdPolicy<'_> {
+        self.ids.policy(Instant::now())
     }
 
-    fn build(&self, desired: &Desired, version: u64) -> Result<Snapshot, ApiError> {
-        let specs = self.specs(desired);
-        let current = self.dataplane.publisher.current();
-        snapshot::build(version, &specs, &self.dataplane.ports, Some(&current))
-            .map_err(|e| ApiError::bad_request(e.to_string()))
+    /// The specs of `candidate`'s VIPs: those it shares with the current state are taken
+    /// from `self.specs` (which the caller puts back or marks stale), the others made.
+    fn specs_for(&mut self, candidate: &Desired) -> Vec<VipSpec> {
+        if self.specs_stale || self.specs.len() != self.desired.vips.len() {
+            return self.specs(candidate);
+        }
+        let mut made: HashMap<*const VipRecord, VipSpec> = self
+            .desired
+            .vips
+            .iter()
+            .map(Arc::as_ptr)
+            .zip(std::mem::take(&mut self.specs))
+            .collect();
+        self.specs_stale = true; // until the caller stores the new ones
+        candidate
+            .vips
+            .iter()
+            .map(|v| {
+                made.remove(&Arc::as_ptr(v))
+                    .unwrap_or_else(|| self.spec_of(v))
+            })
+            .collect()
     }
 
-    fn backend_state(&self, b: &super::state::BackendRecord) -> BackendState {
+    fn backend_state(&self, b: &BackendRecord) -> BackendState {
         if self
             .health
             .get(&b.id)
@@ -244,46 +311,87 @@ impl Plane {
     }
 
     fn specs(&self, desired: &Desired) -> Vec<VipSpec> {
-        specs_of(
-            desired,
+        desired.vips.iter().map(|v| self.spec_of(v)).collect()
+    }
+
+    fn spec_of(&self, vip: &VipRecord) -> VipSpec {
+        spec_of(
+            vip,
             |b| self.backend_state(b),
             |b| b.mac.map(|m| m.0).or_else(|| self.macs.get(&b.id).copied()),
         )
     }
 
-    /// Rebuilds the check plans from the desired state; keeps the health of backends that
-    /// stay checked, starts new ones up.
-    fn sync_health(&mut self, now: Instant) {
-        let mut plans = HashMap::new();
-        for v in &self.desired.vips {
-            let Ok(vip) = v.to_config() else { continue };
-            let Some(check) = &vip.healthcheck else {
-                continue;
-            };
-            for b in &vip.backends {
-                let Some(port) = vip.healthcheck_port(b) else {
-                    continue;
-                };
-                let Some(record) = v.backend(&b.address) else {
-                    continue;
-                };
-                let real = SocketAddr::new(b.address.addr, port);
-                let target = self.redirect.as_ref().map_or(real, |r| r(real));
-                plans.insert(
-                    record.id,
-                    CheckPlan {
-                        check: check.clone(),
-                        target,
-                        host: real.to_string(),
-                    },
-                );
+    /// Brings the check plans from `before` to the desired state: those of the VIPs that
+    /// changed are made anew. Keeps the health of backends that stay checked, starts new
+    /// ones up.
+    fn sync_health(&mut self, before: &Desired, now: Instant) {
+        let kept = records_of(&self.desired.vips);
+        let unchanged = records_of(&before.vips);
+        let mut dropped = Vec::new();
+        for v in before
+            .vips
+            .iter()
+            .filter(|v| !kept.contains(&Arc::as_ptr(v)))
+        {
+            for b in &v.backends {
+                if self.plans.remove(&b.id).is_some() {
+                    dropped.push(b.id);
+                }
             }
         }
-        self.health.retain(|id, _| plans.contains_key(id));
-        for id in plans.keys() {
-            self.health.entry(*id).or_insert_with(|| Health::new(now));
+        let mut added = Vec::new();
+        for v in self
+            .desired
+            .vips
+            .iter()
+            .filter(|v| !unchanged.contains(&Arc::as_ptr(v)))
+        {
+            for (id, plan) in self.plans_of(v) {
+                self.plans.insert(id, plan);
+                added.push(id);
+            }
         }
-        self.plans = plans;
+        for id in dropped {
+            if self.plans.contains_key(&id) {
+                continue;
+            }
+            if let Some(health) = self.health.remove(&id) {
+                // The spec built before this made the backend down; without its health it
+                // is not, and nothing else would rebuild that spec.
+                self.specs_stale |= health.status == HealthStatus::Down;
+            }
+        }
+        for id in added {
+            self.health.entry(id).or_insert_with(|| Health::new(now));
+        }
+    }
+
+    /// How the backends of one VIP are checked, by backend id.
+    fn plans_of(&self, v: &VipRecord) -> Vec<(u32, CheckPlan)> {
+        let Ok(vip) = v.to_config() else {
+            return Vec::new();
+        };
+        let Some(check) = &vip.healthcheck else {
+            return Vec::new();
+        };
+        let mut plans = Vec::new();
+        for (b, record) in vip.backends.iter().zip(&v.backends) {
+            let Some(port) = vip.healthcheck_port(b) else {
+                continue;
+            };
+            let real = SocketAddr::new(b.address.addr, port);
+            let target = self.redirect.as_ref().map_or(real, |r| r(real));
+            plans.push((
+                record.id,
+                CheckPlan {
+                    check: check.clone(),
+                    target,
+                    host: real.to_string(),
+                },
+            ));
+        }
+        plans
     }
 
     /// Tells the neighbour reader which backends need a next-hop MAC.
@@ -433,7 +541,7 @@ impl Plane {
         Ok(self.view_of(record, &self.dataplane.publisher.current()))
     }
 
-    fn view_of(&self, v: &super::state::VipRecord, snapshot: &Snapshot) -> VipView {
+    fn view_of(&self, v: &VipRecord, snapshot: &Snapshot) -> VipView {
         VipView {
             vip: v.vip,
             id: v.id,
@@ -533,29 +641,64 @@ impl Plane {
 /// knowledge (health, resolved neighbours).
 pub(crate) fn specs_of(
     desired: &Desired,
-    state: impl Fn(&super::state::BackendRecord) -> BackendState,
-    mac: impl Fn(&super::state::BackendRecord) -> Option<[u8; 6]>,
+    state: impl Fn(&BackendRecord) -> BackendState,
+    mac: impl Fn(&BackendRecord) -> Option<[u8; 6]>,
 ) -> Vec<VipSpec> {
     desired
         .vips
         .iter()
-        .map(|v| VipSpec {
-            id: v.id,
-            key: v.vip,
-            encap: v.encap,
-            gue_port: v.gue_port.unwrap_or(crate::config::DEFAULT_GUE_PORT),
-            table_size: v.table_size,
-            backends: v
-                .backends
-                .iter()
-                .map(|b| BackendSpec {
-                    id: b.id,
-                    addr: b.address,
-                    weight: u32::from(b.weight),
-                    state: state(b),
-                    mac: mac(b),
-                })
-                .collect(),
-        })
+        .map(|v| spec_of(v, &state, &mac))
         .collect()
+}
+
+fn spec_of(
+    v: &VipRecord,
+    state: impl Fn(&BackendRecord) -> BackendState,
+    mac: impl Fn(&BackendRecord) -> Option<[u8; 6]>,
+) -> VipSpec {
+    VipSpec {
+        id: v.id,
+        key: v.vip,
+        encap: v.encap,
+        gue_port: v.gue_port.unwrap_or(crate::config::DEFAULT_GUE_PORT),
+        table_size: v.table_size,
+        backends: v
+            .backends
+            .iter()
+            .map(|b| BackendSpec {
+                id: b.id,
+                addr: b.address,
+                weight: u32::from(b.weight),
+                state: state(b),
+                mac: mac(b),
+            })
+            .collect(),
+    }
+}
+
+/// Whether the VIPs a change replaced differ in which backends need a next-hop MAC (most
+/// changes, a weight or a drain, do not, and the reader then keeps its list).
+fn wanted_changed(before: &Desired, after: &Desired) -> bool {
+    let kept = records_of(&after.vips);
+    let unchanged = records_of(&before.vips);
+    let wanted = |v: &VipRecord| {
+        v.backends
+            .iter()
+            .filter(|b| b.mac.is_none())
+            .map(|b| (v.encap, b.id, b.address.addr))
+            .collect::<Vec<_>>()
+    };
+    let gone: Vec<_> = before
+        .vips
+        .iter()
+        .filter(|v| !kept.contains(&Arc::as_ptr(v)))
+        .map(|v| wanted(v))
+        .collect();
+    let come: Vec<_> = after
+        .vips
+        .iter()
+        .filter(|v| !unchanged.contains(&Arc::as_ptr(v)))
+        .map(|v| wanted(v))
+        .collect();
+    gone != come
 }
