@@ -60,7 +60,8 @@ pub struct Plane {
     ids: IdBook,
     /// The snapshot spec of each VIP of `desired`, in order, as the last build made them:
     /// a change builds specs for the VIPs it replaces only.
-    specs: Vec<VipSpec>,
+    /// In `Arc`s, so `snapshot::build` recognises an unchanged VIP's spec by pointer.
+    specs: Vec<Arc<VipSpec>>,
     /// `specs` may no longer say what `desired` and the observations make (a change dropped
     /// the health of a backend that was down): the next build makes every spec anew.
     specs_stale: bool,
@@ -273,11 +274,11 @@ impl Plane {
 
     /// The specs of `candidate`'s VIPs: those it shares with the current state are taken
     /// from `self.specs` (which the caller puts back or marks stale), the others made.
-    fn specs_for(&mut self, candidate: &Desired) -> Vec<VipSpec> {
+    fn specs_for(&mut self, candidate: &Desired) -> Vec<Arc<VipSpec>> {
         if self.specs_stale || self.specs.len() != self.desired.vips.len() {
             return self.specs(candidate);
         }
-        let mut made: HashMap<*const VipRecord, VipSpec> = self
+        let mut made: HashMap<*const VipRecord, Arc<VipSpec>> = self
             .desired
             .vips
             .iter()
@@ -290,7 +291,7 @@ impl Plane {
             .iter()
             .map(|v| {
                 made.remove(&Arc::as_ptr(v))
-                    .unwrap_or_else(|| self.spec_of(v))
+                    .unwrap_or_else(|| Arc::new(self.spec_of(v)))
             })
             .collect()
     }
@@ -310,8 +311,12 @@ impl Plane {
         }
     }
 
-    fn specs(&self, desired: &Desired) -> Vec<VipSpec> {
-        desired.vips.iter().map(|v| self.spec_of(v)).collect()
+    fn specs(&self, desired: &Desired) -> Vec<Arc<VipSpec>> {
+        desired
+            .vips
+            .iter()
+            .map(|v| Arc::new(self.spec_of(v)))
+            .collect()
     }
 
     fn spec_of(&self, vip: &VipRecord) -> VipSpec {
