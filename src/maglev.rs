@@ -459,9 +459,14 @@ fn quotas(backends: &[MaglevBackend], size: u32) -> Vec<u32> {
             .map(|(index, b)| (size * u64::from(b.weight) % total, index as u32))
             .filter(|&(remainder, _)| remainder > 0)
             .collect();
-        by_remainder.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         // The remainders sum to left_over * total and each is below total, so at least
-        // left_over backends have one.
+        // left_over backends have one. Only which backends rank first matters, not their
+        // order: a selection (O(N)) finds them, where a sort cost three times as long for
+        // weights 1,2,3,4 (the remainders then come in no order).
+        if left_over < by_remainder.len() {
+            by_remainder
+                .select_nth_unstable_by(left_over, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        }
         for &(_, index) in by_remainder.iter().take(left_over) {
             if let Some(quota) = quotas.get_mut(index as usize) {
                 *quota += 1;
@@ -553,7 +558,33 @@ fn fill_with(
 /// The general schedule. Its turns are written out a chunk at a time, as backend indices, and
 /// each chunk is filled in one loop, as equal weights are: a loop over a round's few turns
 /// (about six for ten backends weighted 1,2,3,4) cost a third of the build in per-round work.
+/// The turns come from [`QuotaGroups`] when few distinct quotas occur, else from the
+/// [`Calendar`] scan or, for very unequal weights, a counting sort.
 fn fill_by_calendar(filling: &mut Filling<'_>, quotas: &[u32], rounds: u32) {
+    // Small enough to stay in L1 next to the bitmap, large enough that a chunk's overhead
+    // does not show.
+    const CHUNK: usize = 2048;
+    if let Some(mut groups) = QuotaGroups::new(quotas, rounds) {
+        // A round this long is filled straight from the cached list: copying it would cost
+        // more than the call it saves.
+        const LONG_ROUND: usize = 256;
+        let mut turns: Vec<u32> = Vec::with_capacity(CHUNK + LONG_ROUND);
+        while let Some(due) = groups.next_round() {
+            if due.len() >= LONG_ROUND {
+                filling.take_turns(&turns);
+                turns.clear();
+                filling.take_turns(due);
+            } else {
+                turns.extend_from_slice(due);
+                if turns.len() >= CHUNK {
+                    filling.take_turns(&turns);
+                    turns.clear();
+                }
+            }
+        }
+        filling.take_turns(&turns);
+        return;
+    }
     let mut calendar = Calendar::new(quotas, rounds);
     if calendar.scan_length() > 4 * u64::from(filling.size) {
         // Very unequal weights make the scan long (heavy backends set many rounds, each
@@ -561,9 +592,6 @@ fn fill_by_calendar(filling: &mut Filling<'_>, quotas: &[u32], rounds: u32) {
         filling.take_turns(&turn_order_by_counting(quotas, rounds));
         return;
     }
-    // Small enough to stay in L1 next to the bitmap, large enough that a chunk's overhead
-    // does not show.
-    const CHUNK: usize = 2048;
     let mut turns = vec![0u32; CHUNK + quotas.len() + 1];
     loop {
         let count = calendar.next_turns(&mut turns, CHUNK);
@@ -571,6 +599,98 @@ fn fill_by_calendar(filling: &mut Filling<'_>, quotas: &[u32], rounds: u32) {
             break;
         }
         filling.take_turns(&turns[..count]);
+    }
+}
+
+/// The general schedule when few distinct quotas occur (weights from a short list, the usual
+/// case): backends with equal quotas share a phase (see [`Calendar`]), so a round costs one
+/// phase step per quota to find which groups are due, and the round's turns are a list cached
+/// per set of due groups, built once by one scan over the backends. Weights 1,2,3,4 give at
+/// most eight groups (a weight's quota and that plus one); for N = 1000 and M = 65537 there
+/// are five, and their 105 rounds need five distinct lists, where the plain calendar scans
+/// all backends 105 times.
+struct QuotaGroups {
+    /// Per group, its quota and phase.
+    quotas: Vec<u32>,
+    phases: Vec<u32>,
+    /// The backends with a quota above 0, with their group numbers.
+    indices: Vec<u32>,
+    groups: Vec<u8>,
+    /// Per set of due groups (a bit per group), the round's turns once built.
+    lists: Vec<Option<Vec<u32>>>,
+    rounds: u32,
+    round: u32,
+}
+
+impl QuotaGroups {
+    /// At most 2^8 lists of at most N turns: beyond that a scan per round is as cheap.
+    const MAX_GROUPS: usize = 8;
+
+    /// `None` when there are more than [`QuotaGroups::MAX_GROUPS`] distinct quotas above 0, or
+    /// fewer than two backends per quota: then a round's scan is no longer than stepping the
+    /// groups, and a round's few turns cost more to copy from a cached list than to scan (a
+    /// heavy backend among two or three light ones sets tens of thousands of rounds).
+    fn new(quotas: &[u32], rounds: u32) -> Option<QuotaGroups> {
+        let mut distinct: Vec<u32> = Vec::with_capacity(Self::MAX_GROUPS + 1);
+        let mut indices = Vec::new();
+        let mut groups = Vec::new();
+        for (index, &quota) in quotas.iter().enumerate() {
+            if quota == 0 {
+                continue;
+            }
+            let group = match distinct.iter().position(|&known| known == quota) {
+                Some(group) => group,
+                None if distinct.len() < Self::MAX_GROUPS => {
+                    distinct.push(quota);
+                    distinct.len() - 1
+                }
+                None => return None,
+            };
+            indices.push(index as u32);
+            groups.push(group as u8);
+        }
+        if 2 * distinct.len() > indices.len() {
+            return None;
+        }
+        Some(QuotaGroups {
+            phases: vec![rounds.saturating_sub(1); distinct.len()],
+            lists: vec![None; 1 << distinct.len()],
+            quotas: distinct,
+            indices,
+            groups,
+            rounds,
+            round: 0,
+        })
+    }
+
+    /// The next round's turns, in index order; `None` once all rounds are out.
+    fn next_round(&mut self) -> Option<&[u32]> {
+        if self.round >= self.rounds {
+            return None;
+        }
+        self.round += 1;
+        let mut due_groups = 0usize;
+        for (group, (phase, &quota)) in self.phases.iter_mut().zip(&self.quotas).enumerate() {
+            let sum = *phase + quota;
+            *phase = sum.min(sum.wrapping_sub(self.rounds));
+            due_groups |= usize::from(*phase < quota) << group;
+        }
+        let (indices, groups) = (&self.indices, &self.groups);
+        let list = self.lists.get_mut(due_groups)?.get_or_insert_with(|| {
+            // Every index is written and only a due one's kept: keys sort in no particular
+            // weight order, so a branch on "due" would be a coin toss per backend.
+            let mut list = vec![0u32; indices.len()];
+            let mut count = 0;
+            for (&index, &group) in indices.iter().zip(groups) {
+                if let Some(turn) = list.get_mut(count) {
+                    *turn = index;
+                }
+                count += usize::from(due_groups >> group & 1 != 0);
+            }
+            list.truncate(count);
+            list
+        });
+        Some(list)
     }
 }
 
@@ -1218,7 +1338,9 @@ mod tests {
     fn turn_order_follows_its_definition() {
         // Backend i's k-th turn in round floor(k * Q / quota_i), a round's turns in index
         // order: sorting (round, index) pairs is the definition; the scan (in chunks of
-        // several sizes) and the counting sort must both give it.
+        // several sizes), the counting sort and the quota groups (where their rule takes
+        // them: at most eight distinct quotas, at least two backends per quota) must all give
+        // it.
         for (count, size, pattern) in [
             (1, 7, &[1u32][..]),
             (10, 65537, &[1, 2, 3, 4][..]),
@@ -1226,6 +1348,7 @@ mod tests {
             (50, 10007, &[1, 0, 7][..]),
             (3, 65537, &[1, 1000][..]),
             (50, 10007, &[100, 1, 1, 1, 1, 1, 1, 1, 1, 1][..]),
+            (40, 10007, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11][..]),
         ] {
             let backends = weighted(count, pattern);
             let table = MaglevTable::build(&backends, size).unwrap();
@@ -1253,6 +1376,22 @@ mod tests {
                     scanned.extend_from_slice(&turns[..taken]);
                 }
                 assert_eq!(scanned, defined, "{what}, chunk {chunk}");
+            }
+            let distinct: std::collections::BTreeSet<u32> =
+                quotas.iter().copied().filter(|&quota| quota > 0).collect();
+            let active = quotas.iter().filter(|&&quota| quota > 0).count();
+            let groups = QuotaGroups::new(&quotas, rounds);
+            assert_eq!(
+                groups.is_some(),
+                distinct.len() <= QuotaGroups::MAX_GROUPS && 2 * distinct.len() <= active,
+                "{what}"
+            );
+            if let Some(mut groups) = groups {
+                let mut grouped = Vec::new();
+                while let Some(due) = groups.next_round() {
+                    grouped.extend_from_slice(due);
+                }
+                assert_eq!(grouped, defined, "{what}, grouped");
             }
         }
     }
