@@ -251,6 +251,7 @@ impl Set {
 fn age(now: u32, then: u32) -> u32 {
     (now.wrapping_sub(then) as i32).max(0) as u32
 }
+
 const _: () = assert!(
     WAYS == 8,
     "Set::ways_with compares the signatures in two words of four"
@@ -1065,9 +1066,6 @@ mod tests {
         }
     }
 
-    /// Ten million random operations on a small table (about 3 s in a debug build): the
-    /// storage never moves or grows, every hit returns the value last stored for that flow,
-    /// and the counters add up.
     /// Hints taken a while before the lookup go stale: flows are inserted, replaced, removed
     /// and expire in between. Two tables given the same operations, one looked up plainly
     /// and one with the stale hints, must answer and count alike.
@@ -1111,6 +1109,9 @@ mod tests {
         assert!(hinted_hits > 1000 && stale > 1000, "{hinted_hits} {stale}");
     }
 
+    /// Ten million random operations on a small table (about 3 s in a debug build): the
+    /// storage never moves or grows, every hit returns the value last stored for that flow,
+    /// and the counters add up.
     #[test]
     fn no_allocation_and_consistent_answers_under_random_operations() {
         const OPS: u64 = 10_000_000;
