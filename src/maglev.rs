@@ -671,22 +671,16 @@ impl QuotaGroups {
         self.round += 1;
         let mut due_groups = 0usize;
         for (group, (phase, &quota)) in self.phases.iter_mut().zip(&self.quotas).enumerate() {
-            let sum = *phase + quota;
-            *phase = sum.min(sum.wrapping_sub(self.rounds));
-            due_groups |= usize::from(*phase < quota) << group;
+            due_groups |= usize::from(step_phase(phase, quota, self.rounds)) << group;
         }
         let (indices, groups) = (&self.indices, &self.groups);
         let list = self.lists.get_mut(due_groups)?.get_or_insert_with(|| {
-            // Every index is written and only a due one's kept: keys sort in no particular
-            // weight order, so a branch on "due" would be a coin toss per backend.
             let mut list = vec![0u32; indices.len()];
-            let mut count = 0;
-            for (&index, &group) in indices.iter().zip(groups) {
-                if let Some(turn) = list.get_mut(count) {
-                    *turn = index;
-                }
-                count += usize::from(due_groups >> group & 1 != 0);
-            }
+            let due = indices
+                .iter()
+                .zip(groups)
+                .map(|(&index, &group)| (index, due_groups >> group & 1 != 0));
+            let count = keep_due(&mut list, due);
             list.truncate(count);
             list
         });
@@ -740,24 +734,52 @@ impl Calendar {
         let mut count = 0;
         while count < at_least && self.round < rounds {
             // Two passes: the first has no dependence between backends, so it vectorizes.
-            // phase + quota < 2Q, so the subtraction wraps exactly when the sum is below Q.
             for (phase, &quota) in self.phases.iter_mut().zip(&self.quotas) {
-                let sum = *phase + quota;
-                *phase = sum.min(sum.wrapping_sub(rounds));
+                step_phase(phase, quota, rounds);
             }
-            // The new phase is below the quota exactly when the sum reached Q.
-            for ((&phase, &quota), &index) in
-                self.phases.iter().zip(&self.quotas).zip(&self.indices)
-            {
-                if let Some(turn) = turns.get_mut(count) {
-                    *turn = index;
-                }
-                count += usize::from(phase < quota);
-            }
+            let due = self
+                .phases
+                .iter()
+                .zip(&self.quotas)
+                .zip(&self.indices)
+                .map(|((&phase, &quota), &index)| (index, is_due(phase, quota)));
+            count += keep_due(turns.get_mut(count..).unwrap_or_default(), due);
             self.round += 1;
         }
         count
     }
+}
+
+/// Moves a backend's (or a quota group's) phase on by one round (see [`Calendar`]) and tells
+/// whether it is due in that round. phase + quota < 2Q, so the subtraction wraps exactly
+/// when the sum is below Q.
+#[inline(always)]
+fn step_phase(phase: &mut u32, quota: u32, rounds: u32) -> bool {
+    let sum = *phase + quota;
+    *phase = sum.min(sum.wrapping_sub(rounds));
+    is_due(*phase, quota)
+}
+
+/// Whether a phase just stepped means a turn in this round: the new phase is below the quota
+/// exactly when the sum reached Q.
+#[inline(always)]
+fn is_due(phase: u32, quota: u32) -> bool {
+    phase < quota
+}
+
+/// Writes the indices marked due to the front of `turns`, in order, and returns how many.
+/// Every index is written and only a due one's kept: a branch on "due" would be a coin toss
+/// per backend. `turns` needs room for one more index than are due.
+#[inline(always)]
+fn keep_due(turns: &mut [u32], due: impl Iterator<Item = (u32, bool)>) -> usize {
+    let mut count = 0;
+    for (index, due) in due {
+        if let Some(turn) = turns.get_mut(count) {
+            *turn = index;
+        }
+        count += usize::from(due);
+    }
+    count
 }
 
 /// Every turn's backend index in turn order, by counting the turns per round and then placing
