@@ -368,33 +368,23 @@ pub fn prometheus(input: &MetricsInput) -> String {
         );
     }
 
-    family(
-        o,
-        "fulcrum_vip_packets_total",
-        "counter",
-        "Packets forwarded for a VIP.",
-    );
-    for v in &r.vips {
-        sample(
-            o,
+    let vip_counters: [CounterFamily<VipStats>; 2] = [
+        (
             "fulcrum_vip_packets_total",
-            &[("vip", &v.vip.to_string())],
-            v.packets,
-        );
-    }
-    family(
-        o,
-        "fulcrum_vip_bytes_total",
-        "counter",
-        "Bytes forwarded for a VIP (before encapsulation).",
-    );
-    for v in &r.vips {
-        sample(
-            o,
+            "Packets forwarded for a VIP.",
+            |v| v.packets,
+        ),
+        (
             "fulcrum_vip_bytes_total",
-            &[("vip", &v.vip.to_string())],
-            v.bytes,
-        );
+            "Bytes forwarded for a VIP (before encapsulation).",
+            |v| v.bytes,
+        ),
+    ];
+    for (name, help, value) in vip_counters {
+        family(o, name, "counter", help);
+        for v in &r.vips {
+            sample(o, name, &[("vip", &v.vip.to_string())], value(v));
+        }
     }
     family(
         o,
