@@ -96,6 +96,25 @@ const INTERVAL: Limit = Limit::new("interval_ms", 50, 3_600_000, " milliseconds"
 const TIMEOUT: Limit = Limit::new("timeout_ms", 1, 3_600_000, " milliseconds");
 const RISE: Limit = Limit::new("rise", 1, 100, " consecutive checks");
 const FALL: Limit = Limit::new("fall", 1, 100, " consecutive checks");
+const MAX_CONNECTIONS: Limit = Limit::new("max_connections", 1, 1_000_000, " connections");
+const HEADER_TIMEOUT: Limit = Limit::new("header_timeout_ms", 100, 300_000, " milliseconds");
+const BODY_TIMEOUT: Limit = Limit::new("body_timeout_ms", 100, 600_000, " milliseconds");
+const API_IDLE_TIMEOUT: Limit = Limit::new("idle_timeout_ms", 100, 3_600_000, " milliseconds");
+const WRITE_TIMEOUT: Limit = Limit::new("write_timeout_ms", 100, 600_000, " milliseconds");
+
+/// Most control API connections open at once unless `max_connections` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 4096;
+/// How long a client has to send a request's line and headers, from its first byte (or from
+/// connecting), unless `header_timeout_ms` says otherwise.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u32 = 5_000;
+/// How long a client has to send a request's whole body unless `body_timeout_ms` says
+/// otherwise.
+pub const DEFAULT_BODY_TIMEOUT_MS: u32 = 10_000;
+/// How long a kept-alive connection may wait for its next request unless `idle_timeout_ms`
+/// says otherwise.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u32 = 60_000;
+/// How long a client has to take a whole answer unless `write_timeout_ms` says otherwise.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u32 = 10_000;
 
 /// A validated configuration. Serializes to the same TOML schema it is read from
 /// (`fulcrum config show`).
@@ -280,6 +299,17 @@ pub struct Control {
     pub state_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<Token>,
+    /// Most API connections open at once; one more is answered 503 and closed.
+    pub max_connections: u32,
+    /// A request's line and headers must arrive within this, from their first byte (from
+    /// connecting, for a connection's first request).
+    pub header_timeout_ms: u32,
+    /// A request's body must arrive within this, from the end of its headers.
+    pub body_timeout_ms: u32,
+    /// A kept-alive connection with no request for this long is closed.
+    pub idle_timeout_ms: u32,
+    /// An answer the client does not take within this is dropped with its connection.
+    pub write_timeout_ms: u32,
 }
 
 impl Control {
@@ -304,6 +334,11 @@ impl Default for Control {
             listen: ControlAddr::Tcp(SocketAddr::from((Ipv4Addr::LOCALHOST, 9180))),
             state_file: None,
             token: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout_ms: DEFAULT_HEADER_TIMEOUT_MS,
+            body_timeout_ms: DEFAULT_BODY_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_IDLE_TIMEOUT_MS,
+            write_timeout_ms: DEFAULT_WRITE_TIMEOUT_MS,
         }
     }
 }
@@ -799,6 +834,18 @@ impl Config {
                 "state_file is empty; give a path such as \"/var/lib/fulcrum/state.json\" or remove the key".into(),
             ));
         }
+        let c = &self.control;
+        for (limit, value) in [
+            (&MAX_CONNECTIONS, c.max_connections),
+            (&HEADER_TIMEOUT, c.header_timeout_ms),
+            (&BODY_TIMEOUT, c.body_timeout_ms),
+            (&API_IDLE_TIMEOUT, c.idle_timeout_ms),
+            (&WRITE_TIMEOUT, c.write_timeout_ms),
+        ] {
+            if let Some(message) = limit.problem(i64::from(value)) {
+                return Err(problem(limit.key, message));
+            }
+        }
         if let Some(token) = &self.control.token {
             if token.0.is_empty() || !token.0.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(problem(
@@ -1142,6 +1189,11 @@ mod raw {
         pub listen: Field<String>,
         pub state_file: Field<String>,
         pub token: Field<String>,
+        pub max_connections: Field<i64>,
+        pub header_timeout_ms: Field<i64>,
+        pub body_timeout_ms: Field<i64>,
+        pub idle_timeout_ms: Field<i64>,
+        pub write_timeout_ms: Field<i64>,
     }
 
     impl Control {
@@ -1150,6 +1202,11 @@ mod raw {
                 "listen" => span(&self.listen),
                 "state_file" => span(&self.state_file),
                 "token" => span(&self.token),
+                "max_connections" => span(&self.max_connections),
+                "header_timeout_ms" => span(&self.header_timeout_ms),
+                "body_timeout_ms" => span(&self.body_timeout_ms),
+                "idle_timeout_ms" => span(&self.idle_timeout_ms),
+                "write_timeout_ms" => span(&self.write_timeout_ms),
                 _ => None,
             }
         }
@@ -1518,6 +1575,31 @@ impl raw::Control {
                 .token
                 .as_ref()
                 .map(|t| Token::new(t.get_ref().as_str())),
+            max_connections: number(
+                &self.max_connections,
+                &MAX_CONNECTIONS,
+                defaults.max_connections,
+            )?,
+            header_timeout_ms: number(
+                &self.header_timeout_ms,
+                &HEADER_TIMEOUT,
+                defaults.header_timeout_ms,
+            )?,
+            body_timeout_ms: number(
+                &self.body_timeout_ms,
+                &BODY_TIMEOUT,
+                defaults.body_timeout_ms,
+            )?,
+            idle_timeout_ms: number(
+                &self.idle_timeout_ms,
+                &API_IDLE_TIMEOUT,
+                defaults.idle_timeout_ms,
+            )?,
+            write_timeout_ms: number(
+                &self.write_timeout_ms,
+                &WRITE_TIMEOUT,
+                defaults.write_timeout_ms,
+            )?,
         })
     }
 }
@@ -1633,6 +1715,11 @@ mac = "02:00:00:00:01:21"
 listen = "unix:/run/fulcrum.sock"
 state_file = "/var/lib/fulcrum/state.json"
 token = "s3cret-token"
+max_connections = 512
+header_timeout_ms = 2000
+body_timeout_ms = 4000
+idle_timeout_ms = 30000
+write_timeout_ms = 3000
 "#;
 
     fn parse(text: &str) -> Config {
@@ -1807,6 +1894,16 @@ token = "s3cret-token"
             Some(Path::new("/var/lib/fulcrum/state.json"))
         );
         assert_eq!(c.token.as_ref().map(Token::as_str), Some("s3cret-token"));
+        assert_eq!(c.max_connections, 512);
+        assert_eq!(
+            (
+                c.header_timeout_ms,
+                c.body_timeout_ms,
+                c.idle_timeout_ms,
+                c.write_timeout_ms
+            ),
+            (2000, 4000, 30000, 3000)
+        );
     }
 
     #[test]
@@ -2044,6 +2141,26 @@ token = "s3cret-token"
             (
                 "[control]\ntoken = \"two words\" # <-\n".into(),
                 &["token must be non-empty printable ASCII without spaces"],
+            ),
+            (
+                "[control]\nmax_connections = 0 # <-\n".into(),
+                &["max_connections = 0 is out of range; use 1 to 1000000 connections"],
+            ),
+            (
+                "[control]\nheader_timeout_ms = 10 # <-\n".into(),
+                &["header_timeout_ms = 10 is out of range; use 100 to 300000 milliseconds"],
+            ),
+            (
+                "[control]\nbody_timeout_ms = 600001 # <-\n".into(),
+                &["body_timeout_ms = 600001 is out of range; use 100 to 600000 milliseconds"],
+            ),
+            (
+                "[control]\nidle_timeout_ms = -1 # <-\n".into(),
+                &["idle_timeout_ms = -1 is out of range; use 100 to 3600000 milliseconds"],
+            ),
+            (
+                "[control]\nwrite_timeout_ms = 0 # <-\n".into(),
+                &["write_timeout_ms = 0 is out of range; use 100 to 600000 milliseconds"],
             ),
         ];
         for (case, needles) in cases {
