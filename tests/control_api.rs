@@ -9,7 +9,7 @@ use std::time::Duration;
 use control_support::{config, http, wait_until, Daemon, CONFIG};
 use fulcrum::control::{ControlError, ControlPlane};
 use fulcrum::handle::DataplaneHandle;
-use fulcrum::snapshot::BackendState;
+use fulcrum::snapshot::{BackendState, Publisher};
 use serde_json::Value;
 
 const VIP: &str = "/v1/vips/192.0.2.10:80%2Ftcp";
@@ -595,4 +595,23 @@ fn the_state_file_wins_over_the_configuration_file_and_must_fit_it() {
         "{message}"
     );
     assert!(message.contains("move the state file away"), "{message}");
+}
+
+#[test]
+fn the_first_snapshot_the_control_plane_publishes_is_one_the_workers_adopt() {
+    // As `fulcrum run` starts: the data plane runs its own first snapshot (version 1) of the
+    // same VIPs before the control plane takes over.
+    let config = config(CONFIG);
+    let initial = fulcrum::control::initial_specs(&config).unwrap();
+    let mut handle = DataplaneHandle::detached();
+    handle.publisher = Publisher::new(fulcrum::snapshot::build(1, &initial, &[], None).unwrap());
+    let mut worker = handle.publisher.reader();
+    assert_eq!(worker.snapshot().version, 1);
+    let plane = ControlPlane::new(config, handle).unwrap();
+    assert!(plane.version() > 1, "version {}", plane.version());
+    assert!(
+        worker.refresh(),
+        "a worker running the data plane's first snapshot did not take the control plane's"
+    );
+    assert_eq!(worker.snapshot().version, plane.version());
 }

@@ -85,7 +85,10 @@ pub struct Plane {
 }
 
 impl Plane {
-    /// Publishes `desired` as the first snapshot (version `desired.version + 1`).
+    /// Publishes `desired` as the first snapshot: version `desired.version + 1`, or one more
+    /// than the snapshot the data plane already runs if that is newer (the data plane starts
+    /// on its own snapshot of the same VIPs, and a worker adopts only a version it does not
+    /// hold).
     pub fn new(
         base: Config,
         desired: Desired,
@@ -101,7 +104,7 @@ impl Plane {
             specs: Vec::new(),
             specs_stale: true,
             base,
-            version: desired.version,
+            version: desired.version.max(dataplane.publisher.version()),
             desired,
             dataplane,
             token,
