@@ -1,13 +1,14 @@
 //! The control API over raw HTTP: round trips, every error path (and that a refused request
 //! changes nothing), tokens, config apply, metrics, worker versions, the Unix socket, and
-//! persistence across a simulated crash. The daemon runs in-process on 127.0.0.1:0.
+//! persistence across a simulated crash. The daemon runs in-process on 127.0.0.1:0. Also the
+//! same request handling without a socket (`DetachedApi`), and the first snapshot's version.
 
 mod control_support;
 
 use std::time::Duration;
 
 use control_support::{config, http, wait_until, Daemon, CONFIG};
-use fulcrum::control::{ControlError, ControlPlane};
+use fulcrum::control::{ControlError, ControlPlane, DetachedApi};
 use fulcrum::handle::DataplaneHandle;
 use fulcrum::snapshot::{BackendState, Publisher};
 use serde_json::Value;
@@ -614,4 +615,45 @@ fn the_first_snapshot_the_control_plane_publishes_is_one_the_workers_adopt() {
         "a worker running the data plane's first snapshot did not take the control plane's"
     );
     assert_eq!(worker.snapshot().version, plane.version());
+}
+
+#[test]
+fn the_detached_api_answers_without_a_socket() {
+    let text = CONFIG.replace("[control]", "[control]\ntoken = \"s3cret-token\"");
+    let mut api = DetachedApi::new(config(&text)).unwrap();
+    let (status, content_type, body) = api.handle("GET", "/v1/vips", None, b"");
+    assert_eq!((status, content_type), (401, "application/json"));
+    assert!(String::from_utf8_lossy(&body).contains("missing API token"));
+
+    let auth = Some("Bearer s3cret-token");
+    let (status, _, body) = api.handle("GET", "/v1/vips?x=1", auth, b"");
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["vips"][0]["vip"], "192.0.2.10:80/tcp");
+    assert_eq!(list["version"], api.version());
+
+    let (status, _, body) = api.handle(
+        "POST",
+        &format!("{VIP}/backends"),
+        auth,
+        br#"{"address": "198.51.100.12", "weight": 3}"#,
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let (status, content_type, body) = api.handle("GET", "/metrics", auth, b"");
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/plain"));
+    assert!(String::from_utf8_lossy(&body).contains("198.51.100.12"));
+
+    let (status, _, body) = api.handle("POST", "/v1/config", auth, &vec![b' '; (4 << 20) + 1]);
+    assert_eq!(status, 413);
+    assert!(String::from_utf8_lossy(&body).contains("request body larger than 4194304 bytes"));
+    for (method, url, body) in [
+        ("BREW", "/v1/vips", &b""[..]),
+        ("GET", "%%%", b""),
+        ("POST", "/v1/vips", b"\xff\xfe"),
+        ("POST", "/v1/config", b"[[vip]]\x00"),
+    ] {
+        let (status, _, _) = api.handle(method, url, auth, body);
+        assert!((400..500).contains(&status), "{method} {url}: {status}");
+    }
 }

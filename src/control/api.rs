@@ -6,8 +6,6 @@
 //! after the VIP's `ADDR:PORT` is joined to it (`/v1/vips/192.0.2.10:80/tcp/backends`).
 //! Brackets of IPv6 addresses may be sent as they are or percent-encoded.
 
-use std::io::Read;
-
 use super::diff::diff;
 use super::messages::{
     ApplyReport, BackendList, BackendReply, BackendRequest, Done, ErrorBody, SnapshotReport,
@@ -17,7 +15,7 @@ use super::metrics::{self, MetricsInput};
 use super::plane::Plane;
 use super::state::{parse_backend, parse_vip, ApiError};
 use crate::addr::{BackendAddr, VipKey};
-use crate::config;
+use crate::config::{self, Token};
 
 /// Largest request body accepted (a configuration file with thousands of backends fits).
 pub const MAX_BODY: usize = 4 << 20;
@@ -55,7 +53,7 @@ impl ApiResponse {
         }
     }
 
-    fn error(e: ApiError) -> ApiResponse {
+    pub fn error(e: ApiError) -> ApiResponse {
         ApiResponse::json(e.status, &ErrorBody { error: e.message })
     }
 
@@ -68,76 +66,51 @@ impl ApiResponse {
     }
 }
 
-/// Serves one tiny_http request on the control thread.
-pub fn serve(plane: &mut Plane, mut request: tiny_http::Request) {
-    let method = request.method().as_str().to_owned();
-    let url = request.url().to_owned();
-    let authorization = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .map(|h| h.value.as_str().to_owned());
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body);
-    let response = match read {
-        Err(e) => ApiResponse::error(ApiError::bad_request(format!(
-            "cannot read the request body: {e}"
-        ))),
-        Ok(n) if n > MAX_BODY => ApiResponse::error(ApiError {
-            status: 413,
-            message: format!("request body larger than {MAX_BODY} bytes"),
-        }),
-        Ok(_) => route(
-            plane,
-            &ApiRequest {
-                method: &method,
-                url: &url,
-                authorization: authorization.as_deref(),
-                body: &body,
-            },
-        ),
+/// The message of a 413 answer.
+pub fn too_large() -> String {
+    format!("request body larger than {MAX_BODY} bytes; split the change into smaller requests")
+}
+
+/// Checks the `Authorization` header against the daemon's token (none: anyone may call).
+pub fn authorize(token: Option<&Token>, authorization: Option<&str>) -> Result<(), ApiError> {
+    let Some(token) = token else {
+        return Ok(());
     };
-    let content_type = tiny_http::Header::from_bytes("Content-Type", response.content_type)
-        .expect("static header is valid");
-    let mut reply = tiny_http::Response::from_data(response.body)
-        .with_status_code(response.status)
-        .with_header(content_type);
-    if response.status == 401 {
-        reply.add_header(
-            tiny_http::Header::from_bytes("WWW-Authenticate", "Bearer realm=\"fulcrum\"")
-                .expect("static header is valid"),
-        );
+    // The scheme is case-insensitive (RFC 9110); the token is not.
+    let presented = authorization
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    if presented.is_some_and(|p| token.matches(p)) {
+        return Ok(());
     }
-    if let Err(e) = request.respond(reply) {
-        tracing::debug!("cannot send the response to {method} {url}: {e}");
+    let problem = if presented.is_some() {
+        "wrong"
+    } else {
+        "missing"
+    };
+    Err(ApiError {
+        status: 401,
+        message: format!("{problem} API token; send the daemon's token as `Authorization: Bearer TOKEN` (the CLI: --token or FULCRUM_TOKEN)"),
+    })
+}
+
+/// Answers one complete request: what the control thread does with each request the HTTP
+/// side hands it, and what [`super::DetachedApi`] does without one.
+pub fn handle(plane: &mut Plane, request: &ApiRequest) -> ApiResponse {
+    if request.body.len() > MAX_BODY {
+        return ApiResponse::error(ApiError {
+            status: 413,
+            message: too_large(),
+        });
     }
-    // After the answer left: a change's adoption by the workers is measured from there.
-    plane.await_adoption(Some(std::time::Instant::now()));
+    route(plane, request)
 }
 
 /// Answers one request.
 pub fn route(plane: &mut Plane, request: &ApiRequest) -> ApiResponse {
-    if let Some(token) = &plane.token {
-        // The scheme is case-insensitive (RFC 9110); the token is not.
-        let presented = request
-            .authorization
-            .and_then(|v| v.trim().split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        if !presented.is_some_and(|p| token.matches(p)) {
-            let problem = if presented.is_some() {
-                "wrong"
-            } else {
-                "missing"
-            };
-            return ApiResponse::error(ApiError {
-                status: 401,
-                message: format!("{problem} API token; send the daemon's token as `Authorization: Bearer TOKEN` (the CLI: --token or FULCRUM_TOKEN)"),
-            });
-        }
+    if let Err(e) = authorize(plane.token.as_ref(), request.authorization) {
+        return ApiResponse::error(e);
     }
     match dispatch(plane, request) {
         Ok(response) => response,

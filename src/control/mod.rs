@@ -4,20 +4,26 @@
 //! immutable snapshot of everything (all VIPs, one version) and publishes it; workers adopt
 //! it at a burst boundary. It serves the local HTTP API and `/metrics`, runs the health
 //! checks and reads next-hop MACs from the kernel. Everything runs on the control thread
-//! except blocking work, which goes to a few helper threads it spawns (so they share its CPU
-//! affinity and never run on a worker's core):
+//! except what can block, which goes to a few helper threads it spawns (so they share its
+//! CPU affinity and never run on a worker's core):
 //!
-//! - `tiny_http`'s accept and connection threads parse requests; the control thread answers
-//!   them one at a time (`api.rs`);
+//! - one network thread, "fulcrum-api" ([`http`]): a single-threaded tokio runtime that
+//!   accepts API connections and reads requests within time and size limits; it hands each
+//!   complete, authenticated request to the control thread through a bounded queue, and the
+//!   control thread answers them one at a time (`api.rs`). The control thread never touches
+//!   a socket, so no client can stall it;
 //! - [`health::PROBERS`] prober threads connect to backends ([`health`]);
 //! - one thread reads the kernel's neighbour table ([`neighbours`]).
 //!
 //! The control thread's order for a change is in `plane.rs`: validate, build, persist,
 //! publish, answer.
+//!
+//! [`DetachedApi`] is the same request handling without sockets, threads or a data plane.
 
 mod api;
 pub mod diff;
 pub mod health;
+pub mod http;
 pub mod messages;
 pub mod metrics;
 pub mod neighbours;
@@ -25,18 +31,20 @@ pub mod persist;
 mod plane;
 pub mod state;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam::channel::RecvTimeoutError;
+
 pub use plane::ProbeRedirect;
 pub use state::ApiError;
 
 use crate::addr::ControlAddr;
-use crate::config::Config;
+use crate::config::{Config, Control};
 use crate::handle::DataplaneHandle;
 use crate::stats::WorkerStats;
 use persist::PersistError;
@@ -71,27 +79,41 @@ pub enum ControlError {
     Invalid(String),
     #[error("cannot start the control plane's helper threads: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("cannot serve the control API on {listen}: {source}")]
+    Serve {
+        listen: ControlAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the control API's network thread ended unexpectedly; restart fulcrum")]
+    ApiStopped,
 }
 
 /// The control plane, bound to its listen address, its first snapshot published.
 pub struct ControlPlane {
-    server: tiny_http::Server,
+    listener: Option<http::Listener>,
+    limits: http::Limits,
     listen: ControlAddr,
     plane: Plane,
-    /// Dropped after `server`, whose accept thread it lets end.
-    socket: Option<SocketFile>,
+    /// The Unix socket's file: held for its `Drop`, which removes it.
+    _socket: Option<SocketFile>,
 }
 
-/// A Unix socket bound under a temporary name and renamed into place.
+/// A Unix socket file of ours: removed on drop, unless another process replaced it since.
 struct SocketFile {
     path: PathBuf,
-    bound: PathBuf,
+    /// Device and inode of the socket as we created it.
+    id: (u64, u64),
 }
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.bound);
-        let _ = std::fs::remove_file(&self.path);
+        use std::os::unix::fs::MetadataExt;
+        let ours =
+            std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -112,6 +134,8 @@ impl ControlPlane {
         if token.is_none() && !listen.is_local() {
             return Err(ControlError::InsecureListen { listen });
         }
+        raise_fd_limit(&config.control);
+        let limits = http::Limits::of(&config.control);
         let desired = initial_state(&config)?;
         let plane = Plane::new(config, desired, dataplane, token, options.probe_redirect)
             .map_err(|e| ControlError::Invalid(e.message))?;
@@ -119,9 +143,9 @@ impl ControlPlane {
             listen: listen.clone(),
             reason,
         };
-        let (server, bound, socket) = match &listen {
+        let (listener, bound, socket) = match &listen {
             ControlAddr::Tcp(addr) => {
-                let listener = TcpListener::bind(addr).map_err(|e| {
+                let listener = http::listen_tcp(*addr).map_err(|e| {
                     listen_error(format!(
                         "{e}; is another fulcrum running? Pick another [control] listen address"
                     ))
@@ -129,19 +153,11 @@ impl ControlPlane {
                 let bound = listener
                     .local_addr()
                     .map_err(|e| listen_error(e.to_string()))?;
-                let server = tiny_http::Server::from_listener(listener, None)
-                    .map_err(|e| listen_error(e.to_string()))?;
-                (server, ControlAddr::Tcp(bound), None)
+                (http::Listener::Tcp(listener), ControlAddr::Tcp(bound), None)
             }
             ControlAddr::Unix(path) => {
-                let (listener, bound) = bind_unix(path).map_err(listen_error)?;
-                let socket = SocketFile {
-                    path: path.clone(),
-                    bound,
-                };
-                let server = tiny_http::Server::from_listener(listener, None)
-                    .map_err(|e| listen_error(e.to_string()))?;
-                (server, listen.clone(), Some(socket))
+                let (listener, socket) = bind_unix(path).map_err(listen_error)?;
+                (http::Listener::Unix(listener), listen.clone(), Some(socket))
             }
         };
         tracing::info!(
@@ -154,10 +170,11 @@ impl ControlPlane {
             }
         );
         Ok(ControlPlane {
-            server,
+            listener: Some(listener),
+            limits,
             listen: bound,
             plane,
-            socket,
+            _socket: socket,
         })
     }
 
@@ -171,16 +188,38 @@ impl ControlPlane {
         self.plane.version
     }
 
-    /// Serves the API and runs health checks until `stop` is set. Call it on the control
-    /// thread: the helper threads it spawns inherit that thread's CPU affinity.
+    /// Serves the API and runs health checks until `stop` is set (seen within [`TICK`],
+    /// whatever the API's clients do). Call it on the control thread: the helper threads it
+    /// spawns inherit that thread's CPU affinity.
     pub fn serve(mut self, stop: Arc<AtomicBool>) -> Result<(), ControlError> {
         self.plane.start_helpers().map_err(ControlError::Thread)?;
+        let listener = self.listener.take().ok_or(ControlError::ApiStopped)?;
+        let mut net = http::NetThread::start("fulcrum-api").map_err(ControlError::Thread)?;
+        let (queue, jobs) = crossbeam::channel::bounded::<http::Job>(http::QUEUE);
+        http::serve(&net, listener, self.limits, self.plane.token.clone(), queue).map_err(
+            |source| ControlError::Serve {
+                listen: self.listen.clone(),
+                source,
+            },
+        )?;
         let mut last_housekeeping = Instant::now();
+        let mut result = Ok(());
         while !stop.load(Ordering::Acquire) {
-            match self.server.recv_timeout(TICK) {
-                Ok(Some(request)) => api::serve(&mut self.plane, request),
-                Ok(None) => {}
-                Err(e) => tracing::warn!("control API: {e}"),
+            match jobs.recv_timeout(TICK) {
+                Ok(job) => {
+                    let response = api::handle(&mut self.plane, &job.request());
+                    // The network thread may have dropped the request (the runtime is
+                    // stopping); the change, if any, is made all the same.
+                    let _ = job.reply.send(response);
+                    // After the answer was handed off: a change's adoption by the workers is
+                    // measured from there.
+                    self.plane.await_adoption(Some(Instant::now()));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    result = Err(ControlError::ApiStopped);
+                    break;
+                }
             }
             let now = Instant::now();
             self.plane.tick(now);
@@ -190,18 +229,96 @@ impl ControlPlane {
             }
         }
         tracing::info!("control plane stopping");
-        Ok(())
+        // Drops every connection, stuck clients' included.
+        net.stop();
+        result
     }
 }
 
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        self.server.unblock();
-        // tiny_http wakes its accept thread by connecting to the name the socket was bound
-        // under; give the socket that name back until the server is gone.
-        if let Some(socket) = &self.socket {
-            let _ = std::fs::rename(&socket.path, &socket.bound);
+/// The control API's request handling with no socket, no thread and no data plane: what the
+/// daemon does with a request once its network side has read it whole (size limit, token,
+/// routing, every endpoint's answer). For fuzzing and tests.
+///
+/// The token is the configuration's `[control] token`; `FULCRUM_TOKEN` is not read. A
+/// configured `state_file` is read and written as the daemon would.
+pub struct DetachedApi {
+    plane: Plane,
+}
+
+impl DetachedApi {
+    /// Builds the state from `config` (and its state file) and publishes the first snapshot
+    /// to a detached data plane.
+    pub fn new(config: Config) -> Result<DetachedApi, ControlError> {
+        let token = config.control.token.clone();
+        let desired = initial_state(&config)?;
+        let plane = Plane::new(config, desired, DataplaneHandle::detached(), token, None)
+            .map_err(|e| ControlError::Invalid(e.message))?;
+        Ok(DetachedApi { plane })
+    }
+
+    /// Answers one request: `method` (`GET`), `url` (path and query, `/v1/vips?x=1`),
+    /// the `Authorization` header's value and the body. Returns the status, the content
+    /// type and the body of the answer.
+    pub fn handle(
+        &mut self,
+        method: &str,
+        url: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+    ) -> (u16, &'static str, Vec<u8>) {
+        let response = api::handle(
+            &mut self.plane,
+            &api::ApiRequest {
+                method,
+                url,
+                authorization,
+                body,
+            },
+        );
+        (response.status, response.content_type, response.body)
+    }
+
+    /// The newest published snapshot version.
+    pub fn version(&self) -> u64 {
+        self.plane.version
+    }
+}
+
+/// File descriptors kept for everything but API connections (EAL, ports, TAPs, health
+/// checks, the state file).
+const FD_RESERVE: u64 = 1024;
+
+/// Raises the soft open-file limit toward the hard one so that `max_connections` API
+/// connections fit beside everything else; says what it did, or why it could not.
+fn raise_fd_limit(control: &Control) {
+    let wanted = u64::from(control.max_connections) + FD_RESERVE;
+    let (soft, hard) = match rlimit::Resource::NOFILE.get() {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!("cannot read the open-file limit (RLIMIT_NOFILE): {e}");
+            return;
         }
+    };
+    if soft >= wanted {
+        return;
+    }
+    let new = wanted.min(hard);
+    if new > soft {
+        match rlimit::Resource::NOFILE.set(new, hard) {
+            Ok(()) => tracing::info!(
+                "raised the open-file limit (RLIMIT_NOFILE) from {soft} to {new} for [control] max_connections = {}",
+                control.max_connections
+            ),
+            Err(e) => tracing::warn!(
+                "cannot raise the open-file limit (RLIMIT_NOFILE) from {soft} to {new}: {e}"
+            ),
+        }
+    }
+    if new < wanted {
+        tracing::warn!(
+            "the open-file limit (RLIMIT_NOFILE) is {new} (hard limit {hard}), too low for [control] max_connections = {} and {FD_RESERVE} more; when it runs out, new API connections wait until some close. Raise the hard limit (LimitNOFILE= in systemd, ulimit -Hn) or lower max_connections",
+            control.max_connections
+        );
     }
 }
 
@@ -273,8 +390,8 @@ fn initial_state(config: &Config) -> Result<Desired, ControlError> {
 
 /// Binds a Unix socket that only its owner may use: bound under a temporary name, restricted
 /// to 0600, then renamed into place, so the final path is never open to others.
-fn bind_unix(path: &Path) -> Result<(UnixListener, PathBuf), String> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+fn bind_unix(path: &Path) -> Result<(UnixListener, SocketFile), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(format!(
@@ -297,14 +414,23 @@ fn bind_unix(path: &Path) -> Result<(UnixListener, PathBuf), String> {
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let _ = std::fs::remove_file(&tmp);
-    let listener = UnixListener::bind(&tmp).map_err(|e| e.to_string())?;
+    let listener = http::listen_unix(&tmp).map_err(|e| e.to_string())?;
     let result = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.to_string());
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| std::fs::symlink_metadata(path));
+    match result {
+        Ok(meta) => Ok((
+            listener,
+            SocketFile {
+                path: path.to_owned(),
+                id: (meta.dev(), meta.ino()),
+            },
+        )),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e.to_string())
+        }
     }
-    Ok((listener, tmp))
 }
 
 /// Whether every worker runs `version` or newer (true with no workers).

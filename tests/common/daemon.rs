@@ -82,7 +82,33 @@ impl DaemonProcess {
     /// listens. `prefix` is the configuration's `--file-prefix`, whose runtime directory is
     /// removed when the daemon is gone.
     pub fn start(config: &Path, prefix: &str, timeout: Duration) -> DaemonProcess {
-        let mut child = Command::new(daemon_bin())
+        DaemonProcess::launch(Command::new(daemon_bin()), config, prefix, timeout)
+    }
+
+    /// [`DaemonProcess::start`] with at most `open_files` file descriptors (soft and hard
+    /// limit, set by prlimit(1) before fulcrum starts, so fulcrum cannot raise it).
+    pub fn start_with_open_files(
+        config: &Path,
+        prefix: &str,
+        timeout: Duration,
+        open_files: u64,
+    ) -> DaemonProcess {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={open_files}:{open_files}"))
+            .arg("--")
+            .arg(daemon_bin());
+        DaemonProcess::launch(command, config, prefix, timeout)
+    }
+
+    /// Runs `command` (fulcrum, or a program that execs it) with `run --config CONFIG`.
+    fn launch(
+        mut command: Command,
+        config: &Path,
+        prefix: &str,
+        timeout: Duration,
+    ) -> DaemonProcess {
+        let mut child = command
             .args(["run", "--config"])
             .arg(config)
             .env("FULCRUM_LOG", "info")
@@ -91,7 +117,7 @@ impl DaemonProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", daemon_bin().display()));
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
         let pid = child.id();
         let stderr_pipe = child.stderr.take().expect("stderr is piped");
         let stderr = Arc::new(Mutex::new(String::new()));

@@ -1,0 +1,517 @@
+//! The real daemon's control API against clients that misbehave: a body announced and never
+//! sent, a header line that never ends, thousands of idle connections, heads and bodies over
+//! the limits, more connections than `max_connections`, a client without the token
+//! announcing a large body, and running out of file descriptors. The API must keep
+//! answering everyone else at once, refuse with a status and a reason, and SIGTERM must stop
+//! the daemon promptly whatever its clients do. Everything stays on 127.0.0.1.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::daemon::{dataplane_toml, unique_prefix, DaemonProcess};
+
+/// The body limit of the API (`fulcrum::control` refuses larger bodies with 413).
+const MAX_BODY: usize = 4 << 20;
+
+/// A daemon on net_null with one VIP; `control` is added to its `[control]` table.
+fn config_text(prefix: &str, control: &str) -> String {
+    format!(
+        r#"{}
+[[port]]
+device = "net_null0"
+address = "203.0.113.2"
+
+[[vip]]
+address = "192.0.2.10:80"
+protocol = "tcp"
+encap = "ipip"
+table_size = 251
+
+[[vip.backend]]
+address = "198.51.100.11"
+
+[control]
+listen = "127.0.0.1:0"
+{control}
+"#,
+        dataplane_toml(prefix, 128, "exception_path = false"),
+    )
+}
+
+struct Started {
+    daemon: DaemonProcess,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+fn write_config(test: &str, control: &str) -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique_prefix(test);
+    let config = dir.path().join("fulcrum.toml");
+    std::fs::write(&config, config_text(&prefix, control)).unwrap();
+    (dir, config, prefix)
+}
+
+fn started(daemon: DaemonProcess, dir: tempfile::TempDir) -> Started {
+    let addr = daemon
+        .url
+        .strip_prefix("http://")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("not a TCP API address: {}", daemon.url));
+    Started {
+        daemon,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn start(test: &str, control: &str) -> Started {
+    let (dir, config, prefix) = write_config(test, control);
+    started(
+        DaemonProcess::start(&config, &prefix, Duration::from_secs(30)),
+        dir,
+    )
+}
+
+/// An answer as read off the socket.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// The head, header names in lower case.
+    head: String,
+    body: String,
+}
+
+/// Reads one HTTP/1.1 answer (head, then `Content-Length` bytes) before `deadline`.
+fn read_answer(stream: &mut TcpStream, deadline: Instant) -> Result<Answer, String> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| format!("no content-length in {head:?}"))?;
+            if raw.len() >= end + 4 + length {
+                let status = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("bad status line in {head:?}"))?;
+                let body = String::from_utf8_lossy(&raw[end + 4..end + 4 + length]).into_owned();
+                return Ok(Answer { status, head, body });
+            }
+        }
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                format!(
+                    "no complete answer in time; got {:?}",
+                    String::from_utf8_lossy(&raw)
+                )
+            })?;
+        stream
+            .set_read_timeout(Some(left))
+            .map_err(|e| e.to_string())?;
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                return Err(format!(
+                    "closed before a complete answer; got {:?}",
+                    String::from_utf8_lossy(&raw)
+                ))
+            }
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("{e}; got {:?}", String::from_utf8_lossy(&raw))),
+        }
+    }
+}
+
+/// Sends `request` on a new connection and reads the answer within `limit`.
+fn exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> Result<Answer, String> {
+    let deadline = Instant::now() + limit;
+    let mut stream = TcpStream::connect_timeout(&addr, limit).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(limit)).unwrap();
+    stream.write_all(request).map_err(|e| e.to_string())?;
+    read_answer(&mut stream, deadline)
+}
+
+const GET_VIPS: &[u8] = b"GET /v1/vips HTTP/1.1\r\nHost: test\r\n\r\n";
+
+/// A normal request, which must be answered 200 within `limit`; returns how long it took.
+fn normal_request(addr: SocketAddr, limit: Duration) -> Duration {
+    let started = Instant::now();
+    let answer = exchange(addr, GET_VIPS, limit)
+        .unwrap_or_else(|e| panic!("GET /v1/vips was not answered within {limit:?}: {e}"));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(answer.body.contains("192.0.2.10:80/tcp"), "{answer:?}");
+    started.elapsed()
+}
+
+/// Lets this test process hold at least `n` file descriptors.
+fn allow_open_files(n: u64) {
+    let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    if soft >= n {
+        return;
+    }
+    assert!(
+        n <= hard,
+        "this test needs {n} file descriptors; the hard limit (ulimit -Hn) is {hard}"
+    );
+    rlimit::Resource::NOFILE.set(n, hard).unwrap();
+}
+
+/// Waits until the daemon has read what was sent so far (there is no signal to wait for).
+fn settle() {
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+#[test]
+fn stuck_and_idle_clients_neither_stall_the_api_nor_delay_sigterm() {
+    let Started { daemon, addr, _dir } = start("hostile", "");
+    // Announces a body and never sends it.
+    let mut slow_body = TcpStream::connect(addr).unwrap();
+    slow_body
+        .write_all(b"POST /v1/config HTTP/1.1\r\nHost: test\r\nContent-Length: 5000\r\n\r\n")
+        .unwrap();
+    // A header line that never ends: a byte every 50 ms, on its own thread.
+    let mut endless = TcpStream::connect(addr).unwrap();
+    endless
+        .write_all(b"GET /v1/vips HTTP/1.1\r\nHost: test\r\nX-Endless: ")
+        .unwrap();
+    let trickling = Arc::new(AtomicBool::new(true));
+    let trickle = {
+        let trickling = trickling.clone();
+        std::thread::spawn(move || {
+            while trickling.load(Ordering::Relaxed) && endless.write_all(b"a").is_ok() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    settle();
+    allow_open_files(4_096);
+    let connecting = Instant::now();
+    let idle: Vec<TcpStream> = (0..2_000)
+        .map(|i| {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("idle connection {i}: {e}"))
+        })
+        .collect();
+    eprintln!("2,000 connections opened in {:?}", connecting.elapsed());
+    settle();
+
+    let took = normal_request(addr, Duration::from_secs(1));
+    eprintln!(
+        "with 2,000 idle connections, a slow body and an endless header: answered in {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
+
+    let signalled = Instant::now();
+    let exit = daemon.terminate(Duration::from_secs(2));
+    assert!(exit.status.success(), "{}\n{}", exit.status, exit.stderr);
+    eprintln!(
+        "exited {:.0} ms after SIGTERM",
+        signalled.elapsed().as_secs_f64() * 1e3
+    );
+    trickling.store(false, Ordering::Relaxed);
+    let _ = trickle.join();
+    drop((idle, slow_body));
+}
+
+#[test]
+fn oversized_requests_are_refused_with_a_reason() {
+    let Started {
+        daemon: _daemon,
+        addr,
+        _dir,
+    } = start("oversized", "");
+    let limit = Duration::from_secs(2);
+
+    // A body announced over the limit is refused before a byte of it is sent.
+    let announced = format!(
+        "POST /v1/config HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        MAX_BODY + 1
+    );
+    let answer = exchange(addr, announced.as_bytes(), limit).unwrap();
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert!(
+        answer
+            .body
+            .contains("request body larger than 4194304 bytes"),
+        "{answer:?}"
+    );
+    assert!(answer.head.contains("connection: close"), "{answer:?}");
+
+    // A chunked body that grows past the limit (it announces no length).
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_write_timeout(Some(limit)).unwrap();
+    stream
+        .write_all(b"POST /v1/config HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let chunk = vec![b'#'; 16 << 10];
+    let mut sent = 0;
+    while sent <= MAX_BODY {
+        write!(stream, "{:x}\r\n", chunk.len()).unwrap();
+        stream.write_all(&chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+        sent += chunk.len();
+    }
+    let answer = read_answer(&mut stream, Instant::now() + limit).unwrap();
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert!(
+        answer
+            .body
+            .contains("request body larger than 4194304 bytes"),
+        "{answer:?}"
+    );
+
+    // A header over the head limit (16 KiB).
+    let big = format!(
+        "GET /v1/vips HTTP/1.1\r\nHost: test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let answer = exchange(addr, big.as_bytes(), limit).unwrap();
+    assert_eq!(answer.status, 431, "{answer:?}");
+    assert!(
+        answer
+            .body
+            .contains("the request line and headers are larger than 16384 bytes"),
+        "{answer:?}"
+    );
+
+    // A header line that never ends, sent as fast as it goes: refused at the limit, not
+    // buffered without end.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_write_timeout(Some(limit)).unwrap();
+    stream
+        .write_all(b"GET /v1/vips HTTP/1.1\r\nX-Endless: ")
+        .unwrap();
+    let mut refused = None;
+    for _ in 0..64 {
+        if stream.write_all(&[b'a'; 1024]).is_err() {
+            break;
+        }
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let mut peek = [0u8; 1];
+        if stream.peek(&mut peek).is_ok_and(|n| n > 0) {
+            refused = Some(read_answer(&mut stream, Instant::now() + limit).unwrap());
+            break;
+        }
+    }
+    let answer = match refused {
+        Some(answer) => answer,
+        None => read_answer(&mut stream, Instant::now() + limit).unwrap(),
+    };
+    assert_eq!(answer.status, 431, "{answer:?}");
+
+    // Too many header lines.
+    let many = format!(
+        "GET /v1/vips HTTP/1.1\r\nHost: test\r\n{}\r\n",
+        "X-Line: 1\r\n".repeat(150)
+    );
+    let answer = exchange(addr, many.as_bytes(), limit).unwrap();
+    assert_eq!(answer.status, 431, "{answer:?}");
+    assert!(
+        answer.body.contains("more than 100 header lines"),
+        "{answer:?}"
+    );
+
+    normal_request(addr, Duration::from_secs(1));
+}
+
+#[test]
+fn a_connection_over_max_connections_is_answered_503_and_the_slot_comes_back() {
+    let Started {
+        daemon: _daemon,
+        addr,
+        _dir,
+    } = start("maxconn", "max_connections = 8");
+    let mut idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    settle();
+    let answer = exchange(addr, GET_VIPS, Duration::from_secs(2)).unwrap();
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(
+        answer.body.contains(
+            "the control API has its maximum of 8 connections open ([control] max_connections)"
+        ),
+        "{answer:?}"
+    );
+    // One closes: its slot is free again once the daemon has seen it go.
+    drop(idle.pop());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let answer = exchange(addr, GET_VIPS, Duration::from_secs(1)).unwrap();
+        if answer.status == 200 {
+            break;
+        }
+        assert_eq!(answer.status, 503, "{answer:?}");
+        assert!(Instant::now() < deadline, "the freed slot never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_client_without_the_token_is_refused_before_it_sends_its_body() {
+    let Started {
+        daemon: _daemon,
+        addr,
+        _dir,
+    } = start("token", "token = \"s3cret-token\"");
+    let limit = Duration::from_secs(1);
+    let started = Instant::now();
+    let answer = exchange(
+        addr,
+        b"POST /v1/config HTTP/1.1\r\nHost: test\r\nContent-Length: 1000000\r\n\r\n",
+        limit,
+    )
+    .unwrap();
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert!(answer.body.contains("missing API token"), "{answer:?}");
+    assert!(
+        answer
+            .head
+            .contains("www-authenticate: bearer realm=\"fulcrum\""),
+        "{answer:?}"
+    );
+    assert!(answer.head.contains("connection: close"), "{answer:?}");
+    let answer = exchange(
+        addr,
+        b"POST /v1/config HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer s3cret-tokem\r\nContent-Length: 1000000\r\n\r\n",
+        limit,
+    )
+    .unwrap();
+    assert_eq!(answer.status, 401, "{answer:?}");
+    assert!(answer.body.contains("wrong API token"), "{answer:?}");
+    assert!(started.elapsed() < 2 * limit);
+
+    let answer = exchange(
+        addr,
+        b"GET /v1/vips HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer s3cret-token\r\n\r\n",
+        limit,
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+}
+
+#[test]
+fn slow_clients_get_408_and_silent_or_idle_ones_are_closed() {
+    let Started {
+        daemon: _daemon,
+        addr,
+        _dir,
+    } = start(
+        "timeouts",
+        "header_timeout_ms = 300\nbody_timeout_ms = 300\nidle_timeout_ms = 300",
+    );
+    let limit = Duration::from_secs(3);
+
+    let answer = exchange(addr, b"GET /v1/vips HTTP/1.1\r\nHost: test\r\n", limit).unwrap();
+    assert_eq!(answer.status, 408, "{answer:?}");
+    assert!(
+        answer
+            .body
+            .contains("the request line and headers did not arrive within 300 ms ([control] header_timeout_ms)"),
+        "{answer:?}"
+    );
+
+    let answer = exchange(
+        addr,
+        b"POST /v1/config HTTP/1.1\r\nHost: test\r\nContent-Length: 5000\r\n\r\n[[vip]]",
+        limit,
+    )
+    .unwrap();
+    assert_eq!(answer.status, 408, "{answer:?}");
+    assert!(
+        answer.body.contains(
+            "the request body (5000 bytes announced) did not arrive within 300 ms ([control] body_timeout_ms)"
+        ),
+        "{answer:?}"
+    );
+
+    // Connected and silent: closed without a word.
+    let closed_within = |stream: &mut TcpStream| {
+        let started = Instant::now();
+        stream.set_read_timeout(Some(limit)).unwrap();
+        let mut buf = [0u8; 1];
+        let n = stream.read(&mut buf).expect("closed, not timed out");
+        assert_eq!(n, 0, "the daemon wrote to a connection it closed");
+        started.elapsed()
+    };
+    let mut silent = TcpStream::connect(addr).unwrap();
+    assert!(closed_within(&mut silent) < limit);
+
+    // Kept alive after an answer, then idle: closed.
+    let mut kept = TcpStream::connect(addr).unwrap();
+    kept.write_all(GET_VIPS).unwrap();
+    let answer = read_answer(&mut kept, Instant::now() + limit).unwrap();
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(!answer.head.contains("connection: close"), "{answer:?}");
+    assert!(closed_within(&mut kept) < limit);
+
+    normal_request(addr, Duration::from_secs(1));
+}
+
+#[test]
+fn running_out_of_file_descriptors_does_not_end_the_api() {
+    /// Room for the daemon's own descriptors (about 25) and about 100 connections.
+    const OPEN_FILES: u64 = 128;
+    let (dir, config, prefix) = write_config("nofile", "");
+    let Started { daemon, addr, _dir } = started(
+        DaemonProcess::start_with_open_files(
+            Path::new(&config),
+            &prefix,
+            Duration::from_secs(30),
+            OPEN_FILES,
+        ),
+        dir,
+    );
+    normal_request(addr, Duration::from_secs(1));
+    // More connections than the daemon has descriptors: the last ones wait in the listen
+    // backlog, and once that is full, connecting fails.
+    let mut held = Vec::new();
+    for _ in 0..OPEN_FILES + 64 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(
+        held.len() as u64 > OPEN_FILES,
+        "only {} connections were opened",
+        held.len()
+    );
+    settle();
+    drop(held);
+    // Once they are closed, the API answers again.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match exchange(addr, GET_VIPS, Duration::from_millis(500)) {
+            Ok(answer) => {
+                assert_eq!(answer.status, 200, "{answer:?}");
+                break;
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the API never answered again after running out of file descriptors: {e}\n{}",
+                daemon.stderr()
+            ),
+        }
+    }
+    normal_request(addr, Duration::from_secs(1));
+    // And it did run out (else this test showed nothing).
+    assert!(
+        daemon.stderr().contains("cannot accept connections"),
+        "{}",
+        daemon.stderr()
+    );
+}
