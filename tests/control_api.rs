@@ -657,3 +657,57 @@ fn the_detached_api_answers_without_a_socket() {
         assert!((400..500).contains(&status), "{method} {url}: {status}");
     }
 }
+
+#[test]
+fn the_unix_socket_is_never_reachable_with_other_permissions() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("api.sock");
+    let text = CONFIG.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"unix:{}\"", socket.display()),
+    );
+    // Watches the socket's directory while the socket is bound again and again: no socket
+    // in it may ever have another mode than 0600, and nothing in it may let others in.
+    let binding = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let (binding, dir) = (binding.clone(), dir.path().to_owned());
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeSet::new();
+            while binding.load(Ordering::Relaxed) {
+                for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                    let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+                        continue; // gone between listing and looking
+                    };
+                    let mode = meta.permissions().mode() & 0o777;
+                    let open = if meta.file_type().is_socket() {
+                        mode != 0o600
+                    } else {
+                        mode & 0o077 != 0
+                    };
+                    if open {
+                        seen.insert(format!("{} mode {mode:o}", entry.path().display()));
+                    }
+                }
+            }
+            seen
+        })
+    };
+    for _ in 0..300 {
+        let plane = ControlPlane::new(config(&text), DataplaneHandle::detached()).unwrap();
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(plane);
+        assert!(!socket.exists(), "the socket outlived its control plane");
+    }
+    binding.store(false, Ordering::Relaxed);
+    let seen = watcher.join().unwrap();
+    assert!(
+        seen.is_empty(),
+        "reachable with other permissions: {seen:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

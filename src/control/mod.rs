@@ -34,7 +34,7 @@ pub mod state;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -388,10 +388,12 @@ fn initial_state(config: &Config) -> Result<Desired, ControlError> {
     }
 }
 
-/// Binds a Unix socket that only its owner may use: bound under a temporary name, restricted
-/// to 0600, then renamed into place, so the final path is never open to others.
+/// Binds a Unix socket that only its owner may use, such that no other user can reach it at
+/// any moment: bound inside a fresh directory of mode 0700 next to `path` (which nobody else
+/// can enter), set to 0600 there, then renamed into place. The umask is never changed: other
+/// threads create files meanwhile.
 fn bind_unix(path: &Path) -> Result<(UnixListener, SocketFile), String> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(format!(
@@ -408,29 +410,53 @@ fn bind_unix(path: &Path) -> Result<(UnixListener, SocketFile), String> {
         // A socket nobody listens on: left over by a fulcrum that was killed.
         std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale socket: {e}"))?;
     }
+    static PRIVATE_DIRS: AtomicU32 = AtomicU32::new(0);
     let name = path.file_name().ok_or("the path has no file name")?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let _ = std::fs::remove_file(&tmp);
-    let listener = http::listen_unix(&tmp).map_err(|e| e.to_string())?;
-    let result = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .and_then(|()| std::fs::symlink_metadata(path));
-    match result {
-        Ok(meta) => Ok((
-            listener,
-            SocketFile {
-                path: path.to_owned(),
-                id: (meta.dev(), meta.ino()),
-            },
-        )),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e.to_string())
-        }
-    }
+    let mut dir_name = std::ffi::OsString::from(".");
+    dir_name.push(name);
+    dir_name.push(format!(
+        ".{}.{}",
+        std::process::id(),
+        PRIVATE_DIRS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let dir = path.with_file_name(dir_name);
+    // The umask can only take bits away from 0700; the chmod gives the owner back what a
+    // strict umask took, never more.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|e| format!("cannot create the private directory {}: {e}", dir.display()))?;
+    let inner = dir.join("s");
+    let bound = http::listen_unix(&inner)
+        .map_err(|e| {
+            format!(
+                "{e}{}",
+                if inner.as_os_str().len() > 100 {
+                    " (a Unix socket's path must be short: use one of at most 80 bytes)"
+                } else {
+                    ""
+                }
+            )
+        })
+        .and_then(|listener| {
+            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o600))
+                .and_then(|()| std::fs::rename(&inner, path))
+                .and_then(|()| std::fs::symlink_metadata(path))
+                .map(|meta| {
+                    (
+                        listener,
+                        SocketFile {
+                            path: path.to_owned(),
+                            id: (meta.dev(), meta.ino()),
+                        },
+                    )
+                })
+                .map_err(|e| e.to_string())
+        });
+    let _ = std::fs::remove_file(&inner);
+    let _ = std::fs::remove_dir(&dir);
+    bound
 }
 
 /// Whether every worker runs `version` or newer (true with no workers).
