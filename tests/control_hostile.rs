@@ -393,6 +393,12 @@ fn a_client_without_the_token_is_refused_before_it_sends_its_body() {
     assert_eq!(answer.status, 401, "{answer:?}");
     assert!(answer.body.contains("wrong API token"), "{answer:?}");
     assert!(started.elapsed() < 2 * limit);
+    // A client that sends its body along is refused too, and gets to read the refusal.
+    let mut with_body =
+        b"POST /v1/config HTTP/1.1\r\nHost: test\r\nContent-Length: 262144\r\n\r\n".to_vec();
+    with_body.extend_from_slice(&[b'#'; 262144]);
+    let answer = exchange(addr, &with_body, limit).unwrap();
+    assert_eq!(answer.status, 401, "{answer:?}");
 
     let answer = exchange(
         addr,

@@ -412,8 +412,8 @@ fn refuse<S: Stream>(stream: S, shared: &Arc<Shared>) {
     });
 }
 
-/// Writes `reply`, closes our side for writing, then reads and drops what the client still
-/// sends, until it closes, 64 KiB or `limit` (all of it).
+/// Writes `reply` (may be empty), closes our side for writing, then reads and drops what the
+/// client still sends, until it closes, 64 KiB or `limit` (all of it).
 async fn answer_and_close<S: Stream>(mut stream: S, reply: &[u8], limit: Duration) {
     let _ = tokio::time::timeout(limit, async {
         stream.write_all(reply).await?;
@@ -784,14 +784,11 @@ async fn connection<S: Stream>(stream: S, shared: &Arc<Shared>) {
         }
     };
     // hyper has written nothing of an answer in the phases a reply is made for, so the
-    // stream is at a message boundary.
-    let mut stream = conn.into_parts().io.into_inner().inner;
-    match reply {
-        Some(reply) => answer_and_close(stream, &reply, limits.write.max(LINGER)).await,
-        None => {
-            let _ = tokio::time::timeout(limits.write, stream.shutdown()).await;
-        }
-    }
+    // stream is at a message boundary. Without a reply the close is drained all the same:
+    // the client may still be sending the body of a request refused with `Connection:
+    // close`, and closing on unread bytes would reset the connection, answer and all.
+    let stream = conn.into_parts().io.into_inner().inner;
+    answer_and_close(stream, &reply.unwrap_or_default(), limits.write.max(LINGER)).await;
 }
 
 /// Hands hyper's requests to [`answer`].
