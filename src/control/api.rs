@@ -322,6 +322,7 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
                 &plane.dataplane,
                 &views,
                 &burst,
+                plane.api.read(),
             );
             Ok(ApiResponse::json(200, &report))
         }
@@ -401,6 +402,7 @@ fn metrics_text(plane: &mut Plane) -> ApiResponse {
         &plane.dataplane,
         &views,
         &burst,
+        plane.api.read(),
     );
     let health = plane.health_report();
     let workers = plane.worker_versions();

@@ -21,6 +21,10 @@
 //! ([`QUEUE`]; full: 503); the answer comes back through a oneshot channel. The control thread
 //! never touches a socket, so no client can stall it.
 //!
+//! Every refusal and every connection closed without an answer is counted by reason in
+//! [`ApiCounters`], beside connections accepted and open and failed accepts: atomics the
+//! network thread adds to and the control thread reads for `/metrics` and `GET /v1/stats`.
+//!
 //! A connection's time limits are one deadline per connection that moves with the phase of
 //! the request on it ([`Watch`]): the IO wrapper ([`Guarded`]) sees bytes arrive and answers
 //! leave, the request handler sees a request start and its answer come back.
@@ -29,7 +33,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -45,6 +49,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::api::{self, ApiResponse, MAX_BODY};
+use super::messages::{ApiStats, NamedCount};
 use super::state::ApiError;
 use crate::config::{Control, Token};
 
@@ -92,6 +97,148 @@ impl Limits {
             body: ms(control.body_timeout_ms),
             idle: ms(control.idle_timeout_ms),
             write: ms(control.write_timeout_ms),
+        }
+    }
+}
+
+/// Why the network side refused a request or a connection, with an answer that says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Refusal {
+    /// 503: `max_connections` connections were open.
+    MaxConnections,
+    /// 503: [`QUEUE`] requests were already waiting for the control thread.
+    QueueFull,
+    /// 503: [`BODY_BUDGET`] bytes of request bodies were already being read.
+    BodyBudget,
+    /// 431: the request line and headers went over [`MAX_HEAD_BYTES`] or [`MAX_HEAD_LINES`].
+    HeadTooLarge,
+    /// 413: a body announced or grown over [`api::MAX_BODY`].
+    BodyTooLarge,
+    /// 408: the head did not arrive within `header_timeout_ms`.
+    HeadTimeout,
+    /// 408: the body did not arrive within `body_timeout_ms`.
+    BodyTimeout,
+    /// 401: no token, or a wrong one.
+    Unauthorized,
+    /// 400 (hyper's answer): not an HTTP/1.1 request, or a malformed chunked body.
+    Malformed,
+}
+
+impl Refusal {
+    pub const COUNT: usize = 9;
+    pub const ALL: [Refusal; Self::COUNT] = [
+        Refusal::MaxConnections,
+        Refusal::QueueFull,
+        Refusal::BodyBudget,
+        Refusal::HeadTooLarge,
+        Refusal::BodyTooLarge,
+        Refusal::HeadTimeout,
+        Refusal::BodyTimeout,
+        Refusal::Unauthorized,
+        Refusal::Malformed,
+    ];
+
+    /// The label used in metrics and `GET /v1/stats`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::QueueFull => "queue_full",
+            Refusal::BodyBudget => "body_budget",
+            Refusal::HeadTooLarge => "head_too_large",
+            Refusal::BodyTooLarge => "body_too_large",
+            Refusal::HeadTimeout => "head_timeout",
+            Refusal::BodyTimeout => "body_timeout",
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::Malformed => "malformed",
+        }
+    }
+}
+
+/// Why the network side closed a connection without a word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Closure {
+    /// Kept alive after an answer, and no new request within `idle_timeout_ms`.
+    Idle,
+    /// Connected and sent nothing within `header_timeout_ms`.
+    Silent,
+    /// Did not take its answer within `write_timeout_ms`.
+    WriteTimeout,
+}
+
+impl Closure {
+    pub const COUNT: usize = 3;
+    pub const ALL: [Closure; Self::COUNT] = [Closure::Idle, Closure::Silent, Closure::WriteTimeout];
+
+    /// The label used in metrics and `GET /v1/stats`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Closure::Idle => "idle",
+            Closure::Silent => "silent",
+            Closure::WriteTimeout => "write_timeout",
+        }
+    }
+}
+
+/// The API's connection counters. The network thread writes them, the control thread reads
+/// them (`/metrics`, `GET /v1/stats`): atomics only, relaxed (each is a count on its own, read
+/// by nothing that depends on another), so neither thread ever waits for the other.
+#[derive(Debug, Default)]
+pub struct ApiCounters {
+    /// Admitted connections open now; also what admission checks `max_connections` against.
+    open: AtomicUsize,
+    accepted: AtomicU64,
+    accept_errors: AtomicU64,
+    refused: [AtomicU64; Refusal::COUNT],
+    closed: [AtomicU64; Closure::COUNT],
+}
+
+impl ApiCounters {
+    fn refused(&self, reason: Refusal) {
+        self.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn closed(&self, reason: Closure) {
+        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes a connection slot if fewer than `max` are taken; never counts one over `max`,
+    /// not even for a moment, so the gauge never shows more than `max_connections`.
+    fn open_one(&self, max: usize) -> bool {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn close_one(&self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The counters as `GET /v1/stats` reports them (every reason, in [`Refusal::ALL`] and
+    /// [`Closure::ALL`] order, zeros included).
+    pub fn read(&self) -> ApiStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ApiStats {
+            connections_open: self.open.load(Ordering::Relaxed) as u64,
+            connections_total: load(&self.accepted),
+            accept_errors: load(&self.accept_errors),
+            refused: Refusal::ALL
+                .iter()
+                .map(|r| NamedCount {
+                    name: r.name().into(),
+                    count: load(&self.refused[*r as usize]),
+                })
+                .collect(),
+            closed: Closure::ALL
+                .iter()
+                .map(|c| NamedCount {
+                    name: c.name().into(),
+                    count: load(&self.closed[*c as usize]),
+                })
+                .collect(),
         }
     }
 }
@@ -211,8 +358,7 @@ struct Shared {
     limits: Limits,
     token: Option<Token>,
     jobs: Sender<Job>,
-    /// Open connections (admitted ones; refused ones are not counted).
-    open: AtomicUsize,
+    counters: Arc<ApiCounters>,
     lingering: AtomicUsize,
     /// Bytes of request bodies reserved by requests reading them.
     body_bytes: AtomicUsize,
@@ -220,13 +366,15 @@ struct Shared {
 }
 
 /// Serves the API on `listener` from `net`'s runtime until `net` stops. Requests go to
-/// `jobs`, which the control thread answers.
+/// `jobs`, which the control thread answers; what the server accepts, refuses and closes is
+/// counted in `counters`.
 pub fn serve(
     net: &NetThread,
     listener: Listener,
     limits: Limits,
     token: Option<Token>,
     jobs: Sender<Job>,
+    counters: Arc<ApiCounters>,
 ) -> io::Result<()> {
     // tokio's listeners register with the runtime they are created in.
     let _runtime = net.handle.enter();
@@ -244,7 +392,7 @@ pub fn serve(
         limits,
         token,
         jobs,
-        open: AtomicUsize::new(0),
+        counters,
         lingering: AtomicUsize::new(0),
         body_bytes: AtomicUsize::new(0),
         refused: Mutex::new(Throttle::default()),
@@ -289,6 +437,10 @@ async fn accept_loop(listener: Accepting, shared: Arc<Shared>) {
                 tracing::debug!("control API: accept: {e}");
             }
             Err(e) => {
+                shared
+                    .counters
+                    .accept_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 if let Some(suppressed) = errors.note() {
                     tracing::warn!(
                         "control API: cannot accept connections: {e}{}; retrying every {} ms{}",
@@ -357,9 +509,10 @@ impl Stream for tokio::net::UnixStream {
 
 /// Serves the new connection, or refuses it (503) when `max_connections` are open.
 fn admit<S: Stream>(stream: S, shared: &Arc<Shared>) {
-    let open = shared.open.fetch_add(1, Ordering::AcqRel);
-    if open >= shared.limits.max_connections {
-        shared.open.fetch_sub(1, Ordering::AcqRel);
+    let counters = &shared.counters;
+    counters.accepted.fetch_add(1, Ordering::Relaxed);
+    if !counters.open_one(shared.limits.max_connections) {
+        counters.refused(Refusal::MaxConnections);
         refuse(stream, shared);
         return;
     }
@@ -375,7 +528,7 @@ struct Open(Arc<Shared>);
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.counters.close_one();
     }
 }
 
@@ -745,11 +898,13 @@ async fn connection<S: Stream>(stream: S, shared: &Arc<Shared>) {
         let state = watch.lock();
         (state.verdict, state.head.bytes, state.announced)
     };
+    let counters = &shared.counters;
     let reply = match (ending, verdict) {
         // hyper takes the failed read for the end of the connection when it had nothing
         // buffered, or reports it as an error: either way the head was over its bounds.
         (Ending::Finished(_), Some(verdict)) => {
             tracing::debug!("control API: {}", verdict.message());
+            counters.refused(Refusal::HeadTooLarge);
             Some(raw_reply(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 &verdict.message(),
@@ -757,29 +912,47 @@ async fn connection<S: Stream>(stream: S, shared: &Arc<Shared>) {
         }
         (Ending::Finished(Ok(())), None) => None,
         (Ending::Finished(Err(e)), None) => {
-            // hyper answered what it could (400 to a malformed request), or the client went
-            // away.
+            // hyper answered what it could (400 to a malformed request, 431 to a head over
+            // its own bounds, which are looser than ours), or the client went away.
             tracing::debug!("control API: connection ended: {e}");
+            if e.is_parse_too_large() {
+                counters.refused(Refusal::HeadTooLarge);
+            } else if e.is_parse() {
+                counters.refused(Refusal::Malformed);
+            }
             None
         }
-        (Ending::Expired(Phase::Head), _) if received > 0 => Some(raw_reply(
-            StatusCode::REQUEST_TIMEOUT,
-            &format!(
-                "the request line and headers did not arrive within {} ms ([control] header_timeout_ms)",
-                limits.header.as_millis()
-            ),
-        )),
-        (Ending::Expired(Phase::Body), _) => Some(raw_reply(
-            StatusCode::REQUEST_TIMEOUT,
-            &format!(
-                "the request body{} did not arrive within {} ms ([control] body_timeout_ms)",
-                announced.map_or_else(String::new, |n| format!(" ({n} bytes announced)")),
-                limits.body.as_millis()
-            ),
-        )),
+        (Ending::Expired(Phase::Head), _) if received > 0 => {
+            counters.refused(Refusal::HeadTimeout);
+            Some(raw_reply(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request line and headers did not arrive within {} ms ([control] header_timeout_ms)",
+                    limits.header.as_millis()
+                ),
+            ))
+        }
+        (Ending::Expired(Phase::Body), _) => {
+            counters.refused(Refusal::BodyTimeout);
+            Some(raw_reply(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the request body{} did not arrive within {} ms ([control] body_timeout_ms)",
+                    announced.map_or_else(String::new, |n| format!(" ({n} bytes announced)")),
+                    limits.body.as_millis()
+                ),
+            ))
+        }
         (Ending::Expired(phase), _) => {
             // Connected and silent, idle, or not taking its answer: nothing to say to it.
             tracing::debug!("control API: closing a connection whose {phase:?} time ran out");
+            match phase {
+                Phase::Head => counters.closed(Closure::Silent),
+                Phase::Idle => counters.closed(Closure::Idle),
+                Phase::Write => counters.closed(Closure::WriteTimeout),
+                // No time limit runs in these (the body's is matched above).
+                Phase::Body | Phase::Control => {}
+            }
             None
         }
     };
@@ -893,18 +1066,22 @@ async fn answer(shared: &Shared, watch: &Watch, request: Request<Incoming>) -> R
         .headers()
         .get(AUTHORIZATION)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let counters = &shared.counters;
     if let Err(e) = api::authorize(shared.token.as_ref(), authorization.as_deref()) {
         // The body is never read for a client without the token.
+        counters.refused(Refusal::Unauthorized);
         return Reply {
             response: ApiResponse::error(e),
             close: has_body,
         };
     }
     if announced.is_some_and(|n| n > MAX_BODY as u64) {
+        counters.refused(Refusal::BodyTooLarge);
         return Reply::refusal(StatusCode::PAYLOAD_TOO_LARGE, api::too_large(), true);
     }
     let wanted = announced.map_or(MAX_BODY, |n| n as usize);
     let Some(_reservation) = Reservation::take(&shared.body_bytes, wanted) else {
+        counters.refused(Refusal::BodyBudget);
         return Reply::refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -917,9 +1094,14 @@ async fn answer(shared: &Shared, watch: &Watch, request: Request<Incoming>) -> R
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            counters.refused(Refusal::BodyTooLarge);
             return Reply::refusal(StatusCode::PAYLOAD_TOO_LARGE, api::too_large(), true);
         }
         Err(e) => {
+            // A client that went away mid-body is no refusal; a body hyper cannot decode is.
+            if is_malformed_body(e.as_ref()) {
+                counters.refused(Refusal::Malformed);
+            }
             return Reply::refusal(
                 StatusCode::BAD_REQUEST,
                 format!("cannot read the request body: {e}"),
@@ -939,6 +1121,7 @@ async fn answer(shared: &Shared, watch: &Watch, request: Request<Incoming>) -> R
     match shared.jobs.try_send(job) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
+            counters.refused(Refusal::QueueFull);
             return Reply::refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the control thread has {QUEUE} requests waiting; retry in a moment"),
@@ -964,6 +1147,22 @@ async fn answer(shared: &Shared, watch: &Watch, request: Request<Incoming>) -> R
             true,
         ),
     }
+}
+
+/// Whether reading a body failed on its encoding (hyper's decoder says `InvalidData` or
+/// `InvalidInput`: a bad chunk size, a missing line end) rather than on the connection.
+fn is_malformed_body(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput
+            );
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Lets a repeated event through at most once per [`LOG_EVERY`], counting the others.
@@ -1036,6 +1235,234 @@ mod tests {
         drop(b);
         assert_eq!(counter.load(Ordering::Relaxed), 0);
         assert!(Reservation::take(&counter, usize::MAX).is_none());
+    }
+
+    #[test]
+    fn counters_report_every_reason_by_name() {
+        let counters = ApiCounters::default();
+        counters.refused(Refusal::QueueFull);
+        counters.refused(Refusal::QueueFull);
+        counters.refused(Refusal::Malformed);
+        counters.closed(Closure::WriteTimeout);
+        assert!(counters.open_one(2));
+        assert!(counters.open_one(2));
+        assert!(!counters.open_one(2), "a third slot of two");
+        let stats = counters.read();
+        assert_eq!(stats.connections_open, 2);
+        let names: Vec<&str> = stats.refused.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "max_connections",
+                "queue_full",
+                "body_budget",
+                "head_too_large",
+                "body_too_large",
+                "head_timeout",
+                "body_timeout",
+                "unauthorized",
+                "malformed"
+            ]
+        );
+        let count =
+            |list: &[NamedCount], name: &str| list.iter().find(|c| c.name == name).map(|c| c.count);
+        assert_eq!(count(&stats.refused, "queue_full"), Some(2));
+        assert_eq!(count(&stats.refused, "malformed"), Some(1));
+        assert_eq!(count(&stats.refused, "unauthorized"), Some(0));
+        assert_eq!(
+            stats
+                .closed
+                .iter()
+                .map(|c| (c.name.as_str(), c.count))
+                .collect::<Vec<_>>(),
+            [("idle", 0), ("silent", 0), ("write_timeout", 1)]
+        );
+        counters.close_one();
+        assert_eq!(counters.read().connections_open, 1);
+    }
+
+    /// The API's network side on 127.0.0.1, its requests going to `jobs`.
+    struct Server {
+        _net: NetThread,
+        addr: std::net::SocketAddr,
+        counters: Arc<ApiCounters>,
+    }
+
+    fn server(jobs: Sender<Job>) -> Server {
+        let net = NetThread::start("fulcrum-api-test").unwrap();
+        let listener = listen_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let counters = Arc::new(ApiCounters::default());
+        let limits = Limits {
+            max_connections: 128,
+            header: Duration::from_secs(5),
+            body: Duration::from_secs(5),
+            idle: Duration::from_secs(5),
+            write: Duration::from_millis(300),
+        };
+        serve(
+            &net,
+            Listener::Tcp(listener),
+            limits,
+            None,
+            jobs,
+            counters.clone(),
+        )
+        .unwrap();
+        Server {
+            _net: net,
+            addr,
+            counters,
+        }
+    }
+
+    fn send(addr: std::net::SocketAddr, request: &[u8]) -> std::net::TcpStream {
+        use std::io::Write;
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(request).unwrap();
+        stream
+    }
+
+    /// The status line and body of the answer on `stream` (read until the server closes or
+    /// the body is complete).
+    fn answer_on(stream: &mut std::net::TcpStream) -> (String, String) {
+        use std::io::Read;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().to_owned())
+                    })
+                    .and_then(|v| v.parse::<usize>().ok());
+                if length.is_some_and(|n| body.len() >= n) {
+                    let status = head.lines().next().unwrap_or("").to_owned();
+                    return (status, body.to_owned());
+                }
+            }
+            match stream.read(&mut buf) {
+                Ok(0) => panic!("closed before a complete answer: {text:?}"),
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("{e}; got {text:?}"),
+            }
+        }
+    }
+
+    fn count(list: &[NamedCount], name: &str) -> u64 {
+        list.iter()
+            .find(|c| c.name == name)
+            .map_or_else(|| panic!("no reason {name} in {list:?}"), |c| c.count)
+    }
+
+    /// Waits (at most 5 s) until `done` holds of the counters; returns them.
+    fn counters_when(server: &Server, done: impl Fn(&ApiStats) -> bool) -> ApiStats {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let stats = server.counters.read();
+            if done(&stats) {
+                return stats;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the counters never got there: {stats:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    const GET: &[u8] = b"GET /v1/vips HTTP/1.1\r\nHost: test\r\n\r\n";
+
+    #[test]
+    fn a_full_queue_is_counted() {
+        // Nobody takes the requests: the queue fills.
+        let (jobs, waiting) = crossbeam::channel::bounded::<Job>(QUEUE);
+        let server = server(jobs);
+        let held: Vec<_> = (0..QUEUE).map(|_| send(server.addr, GET)).collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while waiting.len() < QUEUE {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} queued",
+                waiting.len()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut refused = send(server.addr, GET);
+        let (status, body) = answer_on(&mut refused);
+        assert!(status.starts_with("HTTP/1.1 503"), "{status} {body}");
+        assert!(body.contains("requests waiting"), "{body}");
+        let stats = server.counters.read();
+        assert_eq!(count(&stats.refused, "queue_full"), 1, "{stats:?}");
+        assert_eq!(stats.connections_total, QUEUE as u64 + 1);
+        assert_eq!(stats.connections_open, QUEUE as u64 + 1);
+        // The control thread takes the requests (and drops them: 503 to each).
+        drop(waiting.try_iter().collect::<Vec<_>>());
+        drop((held, refused));
+        // Every connection's end is seen, and the gauge comes back down.
+        counters_when(&server, |s| s.connections_open == 0);
+    }
+
+    #[test]
+    fn an_answer_not_taken_is_counted_as_a_write_timeout() {
+        let (jobs, requests) = crossbeam::channel::bounded::<Job>(QUEUE);
+        // A control thread whose answer is far larger than the socket buffers hold.
+        let control = std::thread::spawn(move || {
+            for job in requests {
+                let _ = job.reply.send(ApiResponse {
+                    status: 200,
+                    content_type: "text/plain",
+                    body: vec![b'x'; 32 << 20],
+                });
+            }
+        });
+        let server = server(jobs);
+        // Sends its request and never reads.
+        let stalled = send(server.addr, GET);
+        let stats = counters_when(&server, |s| count(&s.closed, "write_timeout") == 1);
+        assert_eq!(count(&stats.closed, "idle"), 0, "{stats:?}");
+        assert_eq!(count(&stats.closed, "silent"), 0, "{stats:?}");
+        assert!(stats.refused.iter().all(|c| c.count == 0), "{stats:?}");
+        drop(stalled);
+        drop(server);
+        control.join().unwrap();
+    }
+
+    #[test]
+    fn malformed_requests_are_counted() {
+        let (jobs, _requests) = crossbeam::channel::bounded::<Job>(QUEUE);
+        let server = server(jobs);
+        // Not a request line.
+        let mut garbage = send(server.addr, b"\x16\x03\x01 HELLO\r\n\r\n");
+        let (status, _) = answer_on(&mut garbage);
+        assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+        // A chunk size that is not hexadecimal.
+        let mut chunked = send(
+            server.addr,
+            b"POST /v1/config HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        );
+        let (status, body) = answer_on(&mut chunked);
+        assert!(status.starts_with("HTTP/1.1 400"), "{status} {body}");
+        assert!(body.contains("cannot read the request body"), "{body}");
+        let stats = counters_when(&server, |s| count(&s.refused, "malformed") == 2);
+        // A client that goes away in the middle of its body is no refusal.
+        drop(send(
+            server.addr,
+            b"POST /v1/config HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n[[vip]]",
+        ));
+        counters_when(&server, |s| s.connections_open == 0);
+        assert_eq!(
+            server.counters.read().refused,
+            stats.refused,
+            "a closed connection was counted as a refusal"
+        );
     }
 
     #[test]

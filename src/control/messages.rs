@@ -318,6 +318,25 @@ pub struct StatsReport {
     pub icmp_too_big_sent: u64,
     pub bursts: u64,
     pub burst_cycles: LatencySummary,
+    /// The control API's own connections (absent from daemons before it was added).
+    #[serde(default)]
+    pub api: ApiStats,
+}
+
+/// The control API's connections and what its network side refused or closed, since start.
+/// The same numbers as the `fulcrum_api_*` metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiStats {
+    /// Connections open now (admitted ones; refused ones are not).
+    pub connections_open: u64,
+    /// Connections accepted, refused ones included.
+    pub connections_total: u64,
+    /// Accepts that failed for want of file descriptors or memory (each one pauses accepting).
+    pub accept_errors: u64,
+    /// Requests and connections refused with an error answer, by reason (`http::Refusal`).
+    pub refused: Vec<NamedCount>,
+    /// Connections closed without an answer, by reason (`http::Closure`).
+    pub closed: Vec<NamedCount>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

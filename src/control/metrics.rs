@@ -10,8 +10,8 @@ use std::sync::Arc;
 use hdrhistogram::Histogram;
 
 use super::messages::{
-    BackendHealth, BackendStats, ConntrackStats, HealthReport, HealthStatus, LatencySummary,
-    NamedCount, PortStatsView, StatsReport, VipStats, VipView, WorkerVersion,
+    ApiStats, BackendHealth, BackendStats, ConntrackStats, HealthReport, HealthStatus,
+    LatencySummary, NamedCount, PortStatsView, StatsReport, VipStats, VipView, WorkerVersion,
 };
 use crate::handle::DataplaneHandle;
 use crate::snapshot::BackendState;
@@ -32,13 +32,15 @@ pub fn burst_histogram(handle: &DataplaneHandle) -> Histogram<u64> {
     total
 }
 
-/// Sums every worker's counters into the report `GET /v1/stats` answers.
+/// Sums every worker's counters into the report `GET /v1/stats` answers, with the API's
+/// own (`api`, read from its counters).
 pub fn stats_report(
     version: u64,
     uptime_secs: f64,
     handle: &DataplaneHandle,
     vips: &[VipView],
     burst: &Histogram<u64>,
+    api: ApiStats,
 ) -> StatsReport {
     let w = &handle.workers;
     let nic = handle.port_counters.as_ref().map(|p| p.read());
@@ -141,6 +143,7 @@ pub fn stats_report(
             p999: quantile(0.999),
             max: burst.max(),
         },
+        api,
     }
 }
 
@@ -640,7 +643,52 @@ pub fn prometheus(input: &MetricsInput) -> String {
         (h.mean() * h.len() as f64) as u64,
     );
     sample(o, "fulcrum_burst_cycles_count", &[], h.len());
+
+    api_metrics(o, &r.api);
     out
+}
+
+/// The control API's connections, refusals and closes.
+fn api_metrics(o: &mut String, a: &ApiStats) {
+    family(
+        o,
+        "fulcrum_api_connections_open",
+        "gauge",
+        "Control API connections open (admitted ones).",
+    );
+    sample(o, "fulcrum_api_connections_open", &[], a.connections_open);
+    for (name, help, value) in [
+        (
+            "fulcrum_api_connections_total",
+            "Control API connections accepted, refused ones included.",
+            a.connections_total,
+        ),
+        (
+            "fulcrum_api_accept_errors_total",
+            "Failed accepts of control API connections (out of file descriptors or memory); each pauses accepting for 50 ms.",
+            a.accept_errors,
+        ),
+    ] {
+        family(o, name, "counter", help);
+        sample(o, name, &[], value);
+    }
+    for (name, help, counts) in [
+        (
+            "fulcrum_api_refused_total",
+            "Control API requests and connections refused with an error answer, by reason.",
+            &a.refused,
+        ),
+        (
+            "fulcrum_api_closed_total",
+            "Control API connections closed without an answer, by reason.",
+            &a.closed,
+        ),
+    ] {
+        family(o, name, "counter", help);
+        for c in counts {
+            sample(o, name, &[("reason", &c.name)], c.count);
+        }
+    }
 }
 
 fn adoption_histogram(o: &mut String, a: &AdoptionStats) {
@@ -777,7 +825,7 @@ mod tests {
         for v in [100, 200, 5000] {
             burst.record(v).unwrap();
         }
-        let r = stats_report(9, 1.0, &handle, &vips(), &burst);
+        let r = stats_report(9, 1.0, &handle, &vips(), &burst, ApiStats::default());
         assert_eq!(
             (
                 r.ports[0].rx_packets,
@@ -805,7 +853,23 @@ mod tests {
             burst.record(v).unwrap();
         }
         let vips = vips();
-        let report = stats_report(9, 1.0, &handle, &vips, &burst);
+        let named = |pairs: &[(&str, u64)]| -> Vec<NamedCount> {
+            pairs
+                .iter()
+                .map(|(name, count)| NamedCount {
+                    name: (*name).into(),
+                    count: *count,
+                })
+                .collect()
+        };
+        let api = ApiStats {
+            connections_open: 3,
+            connections_total: 41,
+            accept_errors: 6,
+            refused: named(&[("max_connections", 2), ("unauthorized", 0)]),
+            closed: named(&[("idle", 5), ("write_timeout", 1)]),
+        };
+        let report = stats_report(9, 1.0, &handle, &vips, &burst, api);
         let workers: Vec<WorkerVersion> = handle
             .workers
             .iter()
@@ -861,16 +925,49 @@ mod tests {
             "fulcrum_snapshot_adoption_seconds_bucket{le=\"+Inf\"} 5",
             "fulcrum_snapshot_adoption_seconds_count 5",
             "fulcrum_snapshot_adoption_timeouts_total 1",
+            "# TYPE fulcrum_api_connections_open gauge",
+            "fulcrum_api_connections_open 3",
+            "# TYPE fulcrum_api_connections_total counter",
+            "fulcrum_api_connections_total 41",
+            "# TYPE fulcrum_api_accept_errors_total counter",
+            "fulcrum_api_accept_errors_total 6",
+            "# TYPE fulcrum_api_refused_total counter",
+            "fulcrum_api_refused_total{reason=\"max_connections\"} 2",
+            "fulcrum_api_refused_total{reason=\"unauthorized\"} 0",
+            "# TYPE fulcrum_api_closed_total counter",
+            "fulcrum_api_closed_total{reason=\"idle\"} 5",
+            "fulcrum_api_closed_total{reason=\"write_timeout\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
-        // Every sample line is `name{labels} value` with a numeric value.
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
+        // Every sample line is `name{labels} value` with a numeric value, and belongs to
+        // a family announced (HELP and TYPE) before it, once.
+        let mut announced: Vec<&str> = Vec::new();
+        for line in text.lines() {
+            if let Some(help) = line.strip_prefix("# HELP ") {
+                let name = help.split(' ').next().unwrap();
+                assert!(!announced.contains(&name), "{name} announced twice");
+                announced.push(name);
+                continue;
+            }
+            if let Some(kind) = line.strip_prefix("# TYPE ") {
+                assert_eq!(kind.split(' ').next(), announced.last().copied(), "{line}");
+                continue;
+            }
             let value = line.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok_and(f64::is_finite), "{line}");
+            let name = line.split(['{', ' ']).next().unwrap();
+            let family = announced.last().copied().unwrap_or_default();
+            assert!(
+                name == family
+                    || ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name.strip_suffix(s) == Some(family)),
+                "{line} is not of the family {family}"
+            );
         }
         let sum: f64 = text
             .lines()

@@ -196,12 +196,18 @@ impl ControlPlane {
         let listener = self.listener.take().ok_or(ControlError::ApiStopped)?;
         let mut net = http::NetThread::start("fulcrum-api").map_err(ControlError::Thread)?;
         let (queue, jobs) = crossbeam::channel::bounded::<http::Job>(http::QUEUE);
-        http::serve(&net, listener, self.limits, self.plane.token.clone(), queue).map_err(
-            |source| ControlError::Serve {
-                listen: self.listen.clone(),
-                source,
-            },
-        )?;
+        http::serve(
+            &net,
+            listener,
+            self.limits,
+            self.plane.token.clone(),
+            queue,
+            self.plane.api.clone(),
+        )
+        .map_err(|source| ControlError::Serve {
+            listen: self.listen.clone(),
+            source,
+        })?;
         let mut last_housekeeping = Instant::now();
         let mut result = Ok(());
         while !stop.load(Ordering::Acquire) {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::health::{Health, Job, Prober};
+use super::http::ApiCounters;
 use super::messages::{
     BackendHealth, BackendView, HealthReport, HealthStatus, SnapshotReport, VipHealth, VipView,
     WorkerVersion,
@@ -82,6 +83,8 @@ pub struct Plane {
     pub started: Instant,
     pending_adoption: Option<PendingAdoption>,
     pub adoption: AdoptionStats,
+    /// The API's connection counters, written by its network thread (zero without one).
+    pub api: Arc<ApiCounters>,
 }
 
 impl Plane {
@@ -118,6 +121,7 @@ impl Plane {
             started: Instant::now(),
             pending_adoption: None,
             adoption: AdoptionStats::default(),
+            api: Arc::default(),
         };
         plane.sync_health(&Desired::default(), Instant::now());
         plane.publish_runtime("initial configuration")?;
