@@ -3,10 +3,13 @@
 //! the limits, more connections than `max_connections`, a client without the token
 //! announcing a large body, and running out of file descriptors. The API must keep
 //! answering everyone else at once, refuse with a status and a reason, and SIGTERM must stop
-//! the daemon promptly whatever its clients do. Everything stays on 127.0.0.1.
+//! the daemon promptly whatever its clients do. Every refusal and close is also counted, by
+//! reason, in `/metrics` (`fulcrum_api_*`) and `GET /v1/stats` (`api`). Everything stays on
+//! 127.0.0.1.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -156,6 +159,86 @@ fn normal_request(addr: SocketAddr, limit: Duration) -> Duration {
     started.elapsed()
 }
 
+/// `GET path` on a new connection (with the token, if one is given), which must be answered
+/// 200; returns the body.
+fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{auth}\r\n");
+    let answer = exchange(addr, request.as_bytes(), Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(answer.status, 200, "GET {path}: {answer:?}");
+    answer.body
+}
+
+/// The `fulcrum_api_*` samples of `/metrics`, `name{labels}` to value. Fetching them opens
+/// one connection, counted in `fulcrum_api_connections_total` before the answer is made.
+fn api_metrics(addr: SocketAddr, token: Option<&str>) -> BTreeMap<String, u64> {
+    let text = get(addr, "/metrics", token);
+    for family in [
+        "fulcrum_api_connections_open gauge",
+        "fulcrum_api_connections_total counter",
+        "fulcrum_api_accept_errors_total counter",
+        "fulcrum_api_refused_total counter",
+        "fulcrum_api_closed_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == format!("# TYPE {family}")),
+            "no {family} family in\n{text}"
+        );
+    }
+    text.lines()
+        .filter(|l| l.starts_with("fulcrum_api_"))
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            let value = value.parse().unwrap_or_else(|e| panic!("{l}: {e}"));
+            (name.to_owned(), value)
+        })
+        .collect()
+}
+
+fn metric(metrics: &BTreeMap<String, u64>, name: &str) -> u64 {
+    *metrics
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} in {metrics:#?}"))
+}
+
+const REFUSALS: [&str; 9] = [
+    "max_connections",
+    "queue_full",
+    "body_budget",
+    "head_too_large",
+    "body_too_large",
+    "head_timeout",
+    "body_timeout",
+    "unauthorized",
+    "malformed",
+];
+const CLOSES: [&str; 3] = ["idle", "silent", "write_timeout"];
+
+/// Every reason's refusals and closes are as given (reasons not given: 0).
+fn assert_counted(
+    metrics: &BTreeMap<String, u64>,
+    refused: &[(&str, u64)],
+    closed: &[(&str, u64)],
+) {
+    for (family, reasons, expected) in [
+        ("fulcrum_api_refused_total", &REFUSALS[..], refused),
+        ("fulcrum_api_closed_total", &CLOSES[..], closed),
+    ] {
+        for (reason, _) in expected {
+            assert!(reasons.contains(reason), "no such reason {reason}");
+        }
+        for reason in reasons {
+            let want = expected
+                .iter()
+                .find(|(r, _)| r == reason)
+                .map_or(0, |(_, n)| *n);
+            let got = metric(metrics, &format!("{family}{{reason=\"{reason}\"}}"));
+            assert_eq!(got, want, "{family}{{reason=\"{reason}\"}} in {metrics:#?}");
+        }
+    }
+}
+
 /// Lets this test process hold at least `n` file descriptors.
 fn allow_open_files(n: u64) {
     let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
@@ -212,6 +295,20 @@ fn stuck_and_idle_clients_neither_stall_the_api_nor_delay_sigterm() {
     eprintln!(
         "with 2,000 idle connections, a slow body and an endless header: answered in {:.1} ms",
         took.as_secs_f64() * 1e3
+    );
+    // Open: the 2,000, the slow body, the endless header and the scrape itself (some of the
+    // idle ones may have been closed as silent meanwhile, on a slow machine).
+    let metrics = api_metrics(addr, None);
+    let silent = metric(&metrics, "fulcrum_api_closed_total{reason=\"silent\"}");
+    assert_eq!(
+        metric(&metrics, "fulcrum_api_connections_open"),
+        2_003 - silent,
+        "{metrics:#?}"
+    );
+    assert_eq!(
+        metric(&metrics, "fulcrum_api_connections_total"),
+        2_004,
+        "{metrics:#?}"
     );
 
     let signalled = Instant::now();
@@ -326,7 +423,25 @@ fn oversized_requests_are_refused_with_a_reason() {
         "{answer:?}"
     );
 
+    // Not HTTP at all (a TLS client on the plain port): hyper answers 400.
+    let answer = exchange(
+        addr,
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+        limit,
+    )
+    .unwrap();
+    assert_eq!(answer.status, 400, "{answer:?}");
+
     normal_request(addr, Duration::from_secs(1));
+    assert_counted(
+        &api_metrics(addr, None),
+        &[
+            ("body_too_large", 2),
+            ("head_too_large", 3),
+            ("malformed", 1),
+        ],
+        &[],
+    );
 }
 
 #[test]
@@ -338,8 +453,12 @@ fn a_connection_over_max_connections_is_answered_503_and_the_slot_comes_back() {
     } = start("maxconn", "max_connections = 8");
     let mut idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(addr).unwrap()).collect();
     settle();
+    // What the counters must show: every connection this test opens, every 503.
+    let (mut connections, mut refused) = (8, 0);
     let answer = exchange(addr, GET_VIPS, Duration::from_secs(2)).unwrap();
+    connections += 1;
     assert_eq!(answer.status, 503, "{answer:?}");
+    refused += 1;
     assert!(
         answer.body.contains(
             "the control API has its maximum of 8 connections open ([control] max_connections)"
@@ -351,13 +470,124 @@ fn a_connection_over_max_connections_is_answered_503_and_the_slot_comes_back() {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let answer = exchange(addr, GET_VIPS, Duration::from_secs(1)).unwrap();
+        connections += 1;
         if answer.status == 200 {
             break;
         }
         assert_eq!(answer.status, 503, "{answer:?}");
+        refused += 1;
         assert!(Instant::now() < deadline, "the freed slot never came back");
         std::thread::sleep(Duration::from_millis(20));
     }
+
+    // Every 503 was counted, and every connection; the open ones go back to just the scrape
+    // once the daemon has seen the others close.
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let metrics = loop {
+        let metrics = api_metrics(addr, None);
+        connections += 1;
+        if metrics["fulcrum_api_connections_open"] == 1 {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections stayed counted as open: {metrics:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_counted(&metrics, &[("max_connections", refused)], &[]);
+    assert_eq!(metrics["fulcrum_api_connections_total"], connections);
+    assert_eq!(metrics["fulcrum_api_accept_errors_total"], 0);
+
+    // `GET /v1/stats` has the same numbers.
+    let stats: serde_json::Value = serde_json::from_str(&get(addr, "/v1/stats", None)).unwrap();
+    connections += 1;
+    let api = &stats["api"];
+    assert_eq!(api["connections_total"], connections, "{api}");
+    assert_eq!(api["connections_open"], 1, "{api}");
+    assert_eq!(api["accept_errors"], 0, "{api}");
+    let counts = |list: &serde_json::Value| -> Vec<(String, u64)> {
+        list.as_array()
+            .unwrap_or_else(|| panic!("not a list: {list}"))
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_owned(),
+                    c["count"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let want: Vec<(String, u64)> = REFUSALS
+        .iter()
+        .map(|r| {
+            (
+                r.to_string(),
+                if *r == "max_connections" { refused } else { 0 },
+            )
+        })
+        .collect();
+    assert_eq!(counts(&api["refused"]), want, "{api}");
+    let want: Vec<(String, u64)> = CLOSES.iter().map(|c| (c.to_string(), 0)).collect();
+    assert_eq!(counts(&api["closed"]), want, "{api}");
+}
+
+#[test]
+fn request_bodies_are_held_to_the_body_budget() {
+    let Started {
+        daemon: _daemon,
+        addr,
+        _dir,
+    } = start("budget", "");
+    // Eight bodies of the largest size announced and never sent take the whole budget.
+    let announce = |length: usize| {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "POST /v1/config?dry_run=true HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\n\r\n"
+        )
+        .unwrap();
+        stream
+    };
+    let held: Vec<TcpStream> = (0..8).map(|_| announce(MAX_BODY)).collect();
+    settle();
+    let mut ninth = announce(100);
+    let answer = read_answer(&mut ninth, Instant::now() + Duration::from_secs(2)).unwrap();
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert!(
+        answer
+            .body
+            .contains("already reading 32 MiB of request bodies"),
+        "{answer:?}"
+    );
+    assert!(answer.head.contains("connection: close"), "{answer:?}");
+    assert_counted(&api_metrics(addr, None), &[("body_budget", 1)], &[]);
+
+    // Their clients go away mid-body (which is no refusal): the budget comes back.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut stream = announce(7);
+        stream.write_all(b"[[vip]]").unwrap();
+        let answer = read_answer(&mut stream, Instant::now() + Duration::from_secs(2)).unwrap();
+        if answer.status != 503 {
+            // The control thread read it: a configuration without ports is refused.
+            assert_eq!(answer.status, 400, "{answer:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the budget never came back: {answer:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = api_metrics(addr, None);
+    let refused = metric(
+        &metrics,
+        "fulcrum_api_refused_total{reason=\"body_budget\"}",
+    );
+    assert_counted(&metrics, &[("body_budget", refused)], &[]);
 }
 
 #[test]
@@ -407,6 +637,11 @@ fn a_client_without_the_token_is_refused_before_it_sends_its_body() {
     )
     .unwrap();
     assert_eq!(answer.status, 200, "{answer:?}");
+    assert_counted(
+        &api_metrics(addr, Some("s3cret-token")),
+        &[("unauthorized", 3)],
+        &[],
+    );
 }
 
 #[test]
@@ -465,6 +700,11 @@ fn slow_clients_get_408_and_silent_or_idle_ones_are_closed() {
     assert!(closed_within(&mut kept) < limit);
 
     normal_request(addr, Duration::from_secs(1));
+    assert_counted(
+        &api_metrics(addr, None),
+        &[("head_timeout", 1), ("body_timeout", 1)],
+        &[("silent", 1), ("idle", 1)],
+    );
 }
 
 #[test]
@@ -514,10 +754,17 @@ fn running_out_of_file_descriptors_does_not_end_the_api() {
         }
     }
     normal_request(addr, Duration::from_secs(1));
-    // And it did run out (else this test showed nothing).
+    // And it did run out (else this test showed nothing), and counted it.
     assert!(
         daemon.stderr().contains("cannot accept connections"),
         "{}",
         daemon.stderr()
     );
+    let metrics = api_metrics(addr, None);
+    assert!(
+        metrics["fulcrum_api_accept_errors_total"] > 0,
+        "{metrics:#?}"
+    );
+    // Waiting in the backlog is no refusal.
+    assert_counted(&metrics, &[], &[]);
 }
