@@ -184,7 +184,13 @@ pub fn start(
         + (workers as u32 * 4 * dpdk::BURST as u32)
         + 4096;
     let pool_size = needed.next_power_of_two() - 1;
-    let pool = Arc::new(Mempool::new("fulcrum_pool", pool_size, 256, 2176 + 128)?);
+    let max_mtu = config.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
+    let pool = Arc::new(Mempool::new(
+        "fulcrum_pool",
+        pool_size,
+        256,
+        dpdk::data_room_for_mtu(max_mtu),
+    )?);
 
     let port_err = |index: usize, device: &str, reason: String| DataplaneError::Port {
         index,

@@ -29,6 +29,13 @@ pub trait PacketBuf {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Whether all of the packet's bytes are in [`data`](PacketBuf::data). A chained
+    /// (multi-segment) mbuf is not: its first segment is only part of the frame, so the
+    /// pipeline drops it (counted as `buffer`) rather than parse a truncated view.
+    #[inline]
+    fn is_contiguous(&self) -> bool {
+        true
+    }
     /// Hints that the packet's first bytes will be read soon. A no-op by default.
     #[inline]
     fn prefetch(&self) {}

@@ -225,9 +225,10 @@ impl Pipeline {
             let (Some(pkt), Some(v)) = (pkts.get(i), verdicts.get_mut(i)) else {
                 continue;
             };
+            // A chained mbuf's first segment is only part of the frame: never parse it.
             *v = match self.pending.get_mut(i) {
-                Some(slot) => parse_into(stats, pkt.data(), slot),
-                None => {
+                Some(slot) if pkt.is_contiguous() => parse_into(stats, pkt.data(), slot),
+                _ => {
                     stats.count_drop(DropReason::Buffer);
                     Verdict::Drop(DropReason::Buffer)
                 }

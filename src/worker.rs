@@ -70,6 +70,26 @@ fn flush(tx: &mut TxQueue, batch: &mut Batch, stats: &WorkerStats, port: usize, 
     }
 }
 
+/// Drops (counted as `buffer`) the chained mbufs of `batch`. The pool's buffers hold a whole
+/// frame of the configured MTU, so the exception device only chains a frame larger than the
+/// port can carry; a chain sent to a port without multi-segment TX would go out truncated and
+/// leak its other segments.
+fn drop_chains(batch: &mut Batch, stats: &WorkerStats) {
+    if batch.as_slice().iter().all(Mbuf::is_contiguous) {
+        return;
+    }
+    let mut whole: Batch = Batch::new();
+    batch.drain_into(|m: Mbuf| {
+        if m.is_contiguous() {
+            // whole has the room: it receives at most what batch held.
+            let _ = whole.push(m);
+        } else {
+            stats.count_drop(DropReason::Buffer);
+        }
+    });
+    std::mem::swap(batch, &mut whole);
+}
+
 impl Worker {
     /// Runs until `stop` is set. Returns 0 (the lcore's exit code).
     pub fn run(mut self) -> i32 {
@@ -146,6 +166,7 @@ impl Worker {
                 if let Some((exc_rx, _)) = port.exception.as_mut() {
                     let k = exc_rx.rx_burst(&mut out);
                     if k > 0 {
+                        drop_chains(&mut out, &self.stats);
                         if let Some(c) = self.stats.from_kernel.get(p) {
                             for m in out.as_slice() {
                                 c.add(m.len());

@@ -117,6 +117,11 @@ impl PacketBuf for Mbuf {
     }
 
     #[inline]
+    fn is_contiguous(&self) -> bool {
+        Mbuf::is_contiguous(self)
+    }
+
+    #[inline]
     fn data(&self) -> &[u8] {
         let m = self.m();
         // SAFETY: buf_addr + data_off .. + data_len lies inside the mbuf's buffer (an mbuf

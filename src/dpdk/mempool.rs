@@ -3,11 +3,32 @@ use std::ptr::NonNull;
 
 use super::{DpdkError, Mbuf};
 
+/// Bytes in front of each packet's data, room for encapsulation headers
+/// (`RTE_PKTMBUF_HEADROOM`).
+pub const MBUF_HEADROOM: usize = dpdk_sys::RTE_PKTMBUF_HEADROOM as usize;
+/// Bytes a frame has beyond its MTU: the Ethernet header, two VLAN tags and a frame check
+/// sequence the PMD may leave in place.
+pub const FRAME_OVERHEAD: usize = 14 + 2 * 4 + 4;
+/// The smallest data area a pool gets: DPDK's default (`RTE_MBUF_DEFAULT_DATAROOM` plus its
+/// headroom), which every PMD accepts.
+const MIN_FRAME_ROOM: usize = 2176;
+
+/// The data room (headroom included) for ports of at most `mtu` bytes: one segment holds a
+/// whole frame, so no PMD needs to chain a received frame and the pipeline sees it whole.
+/// Rounded up to a cache line.
+pub fn data_room_for_mtu(mtu: u16) -> u16 {
+    let frame = (usize::from(mtu) + FRAME_OVERHEAD).max(MIN_FRAME_ROOM);
+    let room = frame.div_ceil(64) * 64 + MBUF_HEADROOM;
+    // mtu <= 65535 gives at most 65728; saturate rather than wrap for the last few MTUs.
+    u16::try_from(room).unwrap_or(u16::MAX)
+}
+
 /// A pool of packet buffers (`rte_pktmbuf_pool_create`). Thread-safe: DPDK's mempool ring
 /// with per-lcore caches.
 pub struct Mempool {
     raw: NonNull<dpdk_sys::rte_mempool>,
     size: u32,
+    data_room: u16,
 }
 
 // SAFETY: a DPDK mempool is designed for concurrent use from many lcores and threads
@@ -35,13 +56,22 @@ impl Mempool {
             )
         };
         NonNull::new(raw)
-            .map(|raw| Mempool { raw, size })
+            .map(|raw| Mempool {
+                raw,
+                size,
+                data_room,
+            })
             .ok_or_else(|| DpdkError::from_errno("rte_pktmbuf_pool_create"))
     }
 
     /// The number of mbufs the pool was created with.
     pub fn size(&self) -> u32 {
         self.size
+    }
+
+    /// Bytes of buffer each mbuf has, headroom included.
+    pub fn data_room(&self) -> u16 {
+        self.data_room
     }
 
     /// Mbufs currently free in the pool (including the per-lcore caches).

@@ -26,5 +26,5 @@ pub use batch::{Batch, BURST};
 pub use eal::{eal_args_with_devices, Eal};
 pub use error::DpdkError;
 pub use mbuf::Mbuf;
-pub use mempool::Mempool;
+pub use mempool::{data_room_for_mtu, Mempool, FRAME_OVERHEAD, MBUF_HEADROOM};
 pub use port::{port_stats, LinkStatus, Port, PortConfig, PortStats, RxQueue, TxQueue};

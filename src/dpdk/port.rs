@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use super::mempool::{FRAME_OVERHEAD, MBUF_HEADROOM};
 use super::{Batch, DpdkError, Mempool};
 
 // RSS hash functions (RTE_ETH_RSS_* in rte_ethdev.h are RTE_BIT64() macros bindgen cannot see).
@@ -167,6 +168,21 @@ impl Port {
             return Err(DpdkError::from_ret("rte_eth_dev_configure", ret));
         }
         if let Some(mtu) = cfg.mtu {
+            if mtu > info.max_mtu || mtu < info.min_mtu {
+                return Err(DpdkError::Invalid(format!(
+                    "the device takes an mtu of {} to {} bytes, not {mtu}",
+                    info.min_mtu, info.max_mtu
+                )));
+            }
+            // Frames are received whole into one mbuf (no scatter): the buffer must hold the
+            // largest frame of this MTU behind the headroom.
+            let room = usize::from(pool.data_room()).saturating_sub(MBUF_HEADROOM);
+            let frame = usize::from(mtu) + FRAME_OVERHEAD;
+            if frame > room {
+                return Err(DpdkError::Invalid(format!(
+                    "mtu {mtu} needs {frame}-byte frames but the pool's mbufs hold {room} bytes"
+                )));
+            }
             // SAFETY: plain call on a configured port.
             let ret = unsafe { dpdk_sys::rte_eth_dev_set_mtu(id, mtu) };
             // Some virtual devices (pcap, ring, null) have no MTU to set; that is fine.

@@ -214,6 +214,11 @@ static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0)
 /// Runs fulcrum with `vips_toml` (the `[[vip]]` tables) on `frames`, then stops it with
 /// SIGTERM and returns what it sent. `extra_port` adds keys to the `[[port]]` table.
 pub fn run_fulcrum(frames: &[Vec<u8>], vips_toml: &str, extra_port: &str) -> Outcome {
+    run_fulcrum_mtu(frames, vips_toml, extra_port, 1500)
+}
+
+/// As [`run_fulcrum`], with the port's MTU set to `mtu`.
+pub fn run_fulcrum_mtu(frames: &[Vec<u8>], vips_toml: &str, extra_port: &str, mtu: u16) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("in.pcap");
     let output = dir.path().join("out.pcap");
@@ -232,7 +237,7 @@ conntrack_flows = 65536
 
 [[port]]
 device = "net_pcap0,rx_pcap={input},tx_pcap={output}"
-mtu = 1500
+mtu = {mtu}
 address = "{LB_V4}"
 address6 = "{LB_V6}"
 gateway_mac = "02:00:00:00:00:01"
