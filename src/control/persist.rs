@@ -86,33 +86,73 @@ pub fn store(path: &Path, desired: &Desired) -> Result<(), PersistError> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    write_synced(&tmp, &text).map_err(error)?;
+    let tmp = create_temp(&dir, name, &text).map_err(error)?;
     fs::rename(&tmp, path).map_err(error)?;
     // The rename is durable only once the directory entry is.
     File::open(&dir).and_then(|d| d.sync_all()).map_err(error)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Creates, writes and syncs a new temporary file beside the state file and returns its path.
+/// The name is unpredictable and the open refuses an existing file or a symlink
+/// (`O_CREAT|O_EXCL|O_NOFOLLOW`), so a planted link cannot make the daemon write elsewhere.
+fn create_temp(dir: &Path, name: &std::ffi::OsStr, bytes: &[u8]) -> io::Result<PathBuf> {
+    use std::hash::{BuildHasher, Hasher};
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        // The state names the backends; like the configuration, not for everyone to read.
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+    for attempt in 0..16u64 {
+        // RandomState is seeded from the OS's random source once per process and
+        // perturbed per instance: enough to make the name unguessable ahead of time.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(attempt);
+        h.write_u32(std::process::id());
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".{:016x}.tmp", h.finish()));
+        let tmp = dir.join(tmp_name);
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            // The state names the backends; like the configuration, not for everyone to read.
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp);
+        match opened {
+            Ok(mut f) => {
+                let written = f.write_all(bytes).and_then(|()| f.sync_all());
+                if let Err(e) = written {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
+                return Ok(tmp);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = e,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{self, Config};
+
+    #[test]
+    fn a_planted_symlink_is_never_followed() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        // The name the temporary file once had, and a guess at any other fixed one.
+        symlink(&victim, dir.path().join(".state.json.tmp")).unwrap();
+        let config = config::from_str(Config::example(), "example.toml").unwrap();
+        let desired = Desired::from_config(&config).unwrap();
+        store(&path, &desired).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(load(&path).unwrap().unwrap(), desired);
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_file());
+    }
 
     #[test]
     fn stores_and_loads_the_same_state() {
