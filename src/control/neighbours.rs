@@ -196,37 +196,90 @@ fn run(ifaces: Vec<String>, wanted: Receiver<Vec<Wanted>>, found: Sender<HashMap
     }
 }
 
+/// How long one `ip` invocation may take before it is killed: the reader must never hang on a
+/// stuck or slow child.
+const IP_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn read_tables(wanted: &[Wanted]) -> Result<(Vec<Route>, Vec<Neighbour>), String> {
-    let neigh = Command::new("ip")
-        .args(["-j", "neigh", "show"])
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip -j neigh show: {e}"))?;
-    let neighbours = parse_neighbours(&String::from_utf8_lossy(&neigh.stdout))
-        .map_err(|e| format!("ip -j neigh show: {e}"))?;
+    read_tables_with("ip", wanted, IP_TIMEOUT)
+}
+
+/// [`read_tables`] with the iproute2 program `ip` (a test substitutes its own).
+fn read_tables_with(
+    ip: &str,
+    wanted: &[Wanted],
+    timeout: Duration,
+) -> Result<(Vec<Route>, Vec<Neighbour>), String> {
+    let neigh = run_piped(ip, &["-j", "neigh", "show"], Vec::new(), timeout)
+        .map_err(|e| format!("{ip} -j neigh show: {e}"))?;
+    let neighbours = parse_neighbours(&String::from_utf8_lossy(&neigh))
+        .map_err(|e| format!("{ip} -j neigh show: {e}"))?;
     let addrs: HashSet<IpAddr> = wanted.iter().map(|w| w.addr).collect();
     let mut batch = String::new();
     for addr in addrs {
         batch.push_str(&format!("route get {addr}\n"));
     }
-    let mut child = Command::new("ip")
-        .args(["-force", "-j", "-batch", "-"])
+    let out = run_piped(
+        ip,
+        &["-force", "-j", "-batch", "-"],
+        batch.into_bytes(),
+        timeout,
+    )
+    .map_err(|e| format!("{ip} -batch: {e}"))?;
+    let routes =
+        parse_routes(&String::from_utf8_lossy(&out)).map_err(|e| format!("ip route get: {e}"))?;
+    Ok((routes, neighbours))
+}
+
+/// Runs `program args`, feeding it `input` from a thread of its own while this one reads its
+/// output: writing all the input first deadlocks as soon as both pipes fill (a few thousand
+/// `route get` lines do). A child still running after `timeout` is killed.
+fn run_piped(
+    program: &str,
+    args: &[&str],
+    input: Vec<u8>,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("ip -batch: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(batch.as_bytes())
-            .map_err(|e| format!("ip -batch: {e}"))?;
+        .map_err(|e| e.to_string())?;
+    let stdin = child.stdin.take();
+    let writer = std::thread::spawn(move || {
+        if let Some(mut stdin) = stdin {
+            // A child that exits early closes the pipe: EPIPE is its answer, not ours to report.
+            let _ = stdin.write_all(&input);
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let read = match stdout {
+            Some(mut s) => std::io::Read::read_to_end(&mut s, &mut out).map(|_| out),
+            None => Ok(out),
+        };
+        let _ = tx.send(read);
+    });
+    let result = match rx.recv_timeout(timeout) {
+        Ok(read) => read.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} s; killed", timeout.as_secs())),
+    };
+    if result.is_err() {
+        let _ = child.kill();
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("ip -batch: {e}"))?;
-    let routes = parse_routes(&String::from_utf8_lossy(&out.stdout))
-        .map_err(|e| format!("ip route get: {e}"))?;
-    Ok((routes, neighbours))
+    // Killing closes the child's ends of both pipes, so both threads finish.
+    let status = child.wait().map_err(|e| e.to_string())?;
+    let _ = writer.join();
+    let _ = reader.join();
+    let out = result?;
+    if !status.success() && out.is_empty() {
+        return Err(format!("exited with {status}"));
+    }
+    Ok(out)
 }
 
 /// Makes the kernel resolve the next hops not in its table yet.
@@ -306,6 +359,53 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(macs, expected);
+    }
+
+    #[test]
+    fn thousands_of_backends_do_not_deadlock_the_reader() {
+        // A stand-in for ip that, like the real one, answers each line of its batch with a
+        // route of ~100 bytes as it reads: with 5,000 backends both pipes fill up.
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("ip");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\ncase \"$*\" in\n*neigh*) echo '[]' ;;\n*) while read -r _ _ a; do printf '[{\"dst\":\"%s\",\"dev\":\"fl-padding-padding-padding-padding-padding-padding-padding\"}]\\n' \"$a\"; done ;;\nesac\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let wanted: Vec<Wanted> = (0..5000u32)
+            .map(|i| Wanted {
+                backend_id: i,
+                addr: IpAddr::V6(std::net::Ipv6Addr::from(
+                    0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + u128::from(i),
+                )),
+                on_link: true,
+            })
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fake_path = fake.to_str().unwrap().to_owned();
+        std::thread::spawn(move || {
+            let _ = tx.send(read_tables_with(
+                &fake_path,
+                &wanted,
+                Duration::from_secs(20),
+            ));
+        });
+        let (routes, neighbours) = rx
+            .recv_timeout(Duration::from_secs(15))
+            .expect("reading the tables of 5,000 backends hangs")
+            .expect("the tables parse");
+        assert_eq!(routes.len(), 5000);
+        assert!(neighbours.is_empty());
+    }
+
+    #[test]
+    fn a_stuck_ip_is_killed_after_the_timeout() {
+        let started = std::time::Instant::now();
+        let r = run_piped("sleep", &["30"], Vec::new(), Duration::from_millis(300));
+        assert!(r.is_err(), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
