@@ -15,8 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam::channel::{Receiver, Sender};
 use hdrhistogram::Histogram;
 
-/// Most ports (physical) one fulcrum instance drives.
-pub const MAX_PORTS: usize = 8;
+/// Most ports one fulcrum instance drives: as many as the DPDK it is built against can
+/// (RTE_MAX_ETHPORTS, 32 in Debian's build), so no configuration that starts has a port
+/// without counters. Four counter pairs per port cost 2 KiB per worker at 32.
+pub const MAX_PORTS: usize = dpdk_sys::RTE_MAX_ETHPORTS as usize;
 /// VIP ids are below this (assigned by the control plane, stable across snapshots).
 pub const MAX_VIPS: usize = 4096;
 /// Backend ids are below this (one id per VIP membership, stable across snapshots).
@@ -327,6 +329,32 @@ mod tests {
         for (i, r) in DropReason::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }
+    }
+
+    /// Every port a configuration can bring up is counted: DPDK drives at most
+    /// RTE_MAX_ETHPORTS ports per process (a port's exception TAP takes one too). The
+    /// counters used to stop at port 8.
+    #[test]
+    fn every_port_dpdk_can_drive_is_counted() {
+        let ports = dpdk_sys::RTE_MAX_ETHPORTS as usize;
+        let s = std::sync::Arc::new(WorkerStats::new(0, 1));
+        for p in 0..ports {
+            s.rx.get(p).expect("an rx counter for every port").add(100);
+            s.tx.get(p).expect("a tx counter for every port").add(60);
+            s.to_kernel.get(p).expect("a to-kernel counter").add(1);
+            s.from_kernel.get(p).expect("a from-kernel counter").add(1);
+        }
+        let t = Totals::of(&[s]);
+        assert_eq!(
+            (t.rx_packets, t.rx_bytes),
+            (ports as u64, 100 * ports as u64)
+        );
+        assert_eq!(
+            (t.tx_packets, t.tx_bytes),
+            (ports as u64, 60 * ports as u64)
+        );
+        assert_eq!(t.to_kernel_packets, ports as u64);
+        assert_eq!(t.from_kernel_packets, ports as u64);
     }
 
     #[test]
