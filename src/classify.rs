@@ -283,18 +283,33 @@ mod tests {
         let a = mapped("192.0.2.10".parse().unwrap());
         assert_eq!(c.fragment_class(&a, 6), FragmentClass::PortsOnly);
         assert_eq!(c.fragment_class(&a, 17), FragmentClass::NoVip);
-        assert_eq!(c.lookup_first_fragment(&a, 80, 6), FirstFragmentClass::Exact(1));
-        assert_eq!(c.lookup_first_fragment(&a, 443, 6), FirstFragmentClass::Exact(0));
+        assert_eq!(
+            c.lookup_first_fragment(&a, 80, 6),
+            FirstFragmentClass::Exact(1)
+        );
+        assert_eq!(
+            c.lookup_first_fragment(&a, 443, 6),
+            FirstFragmentClass::Exact(0)
+        );
         assert_eq!(
             c.lookup_first_fragment(&a, 22, 6),
             FirstFragmentClass::OtherPort,
             "port 22 of a :80 and :443 address is not the VIPs'"
         );
-        assert_eq!(c.lookup_first_fragment(&a, 80, 17), FirstFragmentClass::NoVip);
+        assert_eq!(
+            c.lookup_first_fragment(&a, 80, 17),
+            FirstFragmentClass::NoVip
+        );
         let b = mapped("192.0.2.20".parse().unwrap());
         assert_eq!(c.fragment_class(&b, 17), FragmentClass::AllPorts(3));
-        assert_eq!(c.lookup_first_fragment(&b, 8080, 17), FirstFragmentClass::Exact(2));
-        assert_eq!(c.lookup_first_fragment(&b, 53, 17), FirstFragmentClass::AllPorts(3));
+        assert_eq!(
+            c.lookup_first_fragment(&b, 8080, 17),
+            FirstFragmentClass::Exact(2)
+        );
+        assert_eq!(
+            c.lookup_first_fragment(&b, 53, 17),
+            FirstFragmentClass::AllPorts(3)
+        );
         assert_eq!(
             c.lookup_first_fragment(&b, 0, 17),
             FirstFragmentClass::AllPorts(3),
@@ -302,7 +317,10 @@ mod tests {
         );
         let d = mapped("192.0.2.30".parse().unwrap());
         assert_eq!(c.fragment_class(&d, 6), FragmentClass::AllPorts(4));
-        assert_eq!(c.lookup_first_fragment(&d, 22, 6), FirstFragmentClass::AllPorts(4));
+        assert_eq!(
+            c.lookup_first_fragment(&d, 22, 6),
+            FirstFragmentClass::AllPorts(4)
+        );
     }
 
     #[test]

@@ -1852,7 +1852,10 @@ write_timeout_ms = 3000
         assert_eq!((p.rx_desc, p.tx_desc), (2048, 512));
         assert_eq!(p.exception_tap_name(0), "fx0");
         assert!(p.promiscuous);
-        assert!(!config.ports[1].promiscuous, "promiscuous is off by default");
+        assert!(
+            !config.ports[1].promiscuous,
+            "promiscuous is off by default"
+        );
         assert!(config.ports[1].is_pci());
         assert_eq!(config.ports[1].exception_tap_name(1), "fulcrum-exc1");
 

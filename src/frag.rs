@@ -86,11 +86,6 @@ pub struct FragmentTableStats {
     pub misses: u64,
 }
 
-/// A fragment table could not be built.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("a fragment table needs at least {WAYS} entries, got {0}")]
-pub struct FragmentTableError(pub usize);
-
 /// One worker's fragment table (see the module documentation).
 pub struct FragmentTable {
     entries: Box<[Entry]>,
@@ -102,20 +97,17 @@ pub struct FragmentTable {
 }
 
 impl FragmentTable {
-    /// A table of at least `capacity` entries (rounded up to a power of two), each living
-    /// `timeout` ticks of the clock the caller passes as `now`.
-    pub fn new(capacity: usize, timeout: u64) -> Result<FragmentTable, FragmentTableError> {
-        if capacity < WAYS {
-            return Err(FragmentTableError(capacity));
-        }
-        let sets = capacity.div_ceil(WAYS).next_power_of_two();
-        Ok(FragmentTable {
+    /// A table of at least `capacity` entries (rounded up to a power of two, and to one set),
+    /// each living `timeout` ticks of the clock the caller passes as `now`.
+    pub fn new(capacity: usize, timeout: u64) -> FragmentTable {
+        let sets = capacity.max(WAYS).div_ceil(WAYS).next_power_of_two();
+        FragmentTable {
             entries: vec![Entry::FREE; sets * WAYS].into_boxed_slice(),
             set_mask: sets - 1,
             timeout: timeout.max(1),
             placement: std::collections::hash_map::RandomState::new(),
             stats: FragmentTableStats::default(),
-        })
+        }
     }
 
     /// How many entries the table holds at most.
@@ -214,7 +206,9 @@ mod tests {
         src[12..].copy_from_slice(&[198, 18, (i >> 8) as u8, i as u8]);
         DatagramKey {
             src,
-            dst: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10],
+            dst: [
+                0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            ],
             id: i,
             proto: 17,
         }
@@ -231,7 +225,7 @@ mod tests {
 
     #[test]
     fn a_recorded_datagram_is_found_until_it_expires() {
-        let mut t = FragmentTable::new(64, 100).unwrap();
+        let mut t = FragmentTable::new(64, 100);
         t.insert(key(1), backend(3), 1000);
         t.insert(key(2), FirstFragment::Kernel, 1000);
         assert_eq!(t.lookup(&key(1), 1000), Some(backend(3)));
@@ -245,7 +239,7 @@ mod tests {
 
     #[test]
     fn every_field_of_the_key_counts() {
-        let mut t = FragmentTable::new(64, 100).unwrap();
+        let mut t = FragmentTable::new(64, 100);
         t.insert(key(1), backend(3), 0);
         let k = key(1);
         for other in [
@@ -260,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_new_first_fragment_replaces_the_entry_and_renews_it() {
-        let mut t = FragmentTable::new(64, 100).unwrap();
+        let mut t = FragmentTable::new(64, 100);
         t.insert(key(1), backend(3), 0);
         t.insert(key(1), backend(4), 50);
         assert_eq!(t.lookup(&key(1), 120), Some(backend(4)));
@@ -270,7 +264,7 @@ mod tests {
 
     #[test]
     fn the_table_is_bounded_and_a_full_set_evicts_its_oldest() {
-        let mut t = FragmentTable::new(16, 1_000_000).unwrap();
+        let mut t = FragmentTable::new(16, 1_000_000);
         assert_eq!(t.capacity(), 16);
         for i in 0..1000u32 {
             t.insert(key(i), backend(i), u64::from(i));
@@ -280,7 +274,9 @@ mod tests {
         // What is left is the newest entry of each set: the last datagram inserted is always
         // there, and nothing survives that is older than every entry of its set.
         assert_eq!(t.lookup(&key(999), 1000), Some(backend(999)));
-        let survivors: Vec<u32> = (0..1000).filter(|&i| t.lookup(&key(i), 1000).is_some()).collect();
+        let survivors: Vec<u32> = (0..1000)
+            .filter(|&i| t.lookup(&key(i), 1000).is_some())
+            .collect();
         assert_eq!(survivors.len(), 16);
         assert!(
             survivors.iter().all(|&i| i >= 1000 - 16 * 16),
@@ -290,7 +286,7 @@ mod tests {
 
     #[test]
     fn expired_entries_are_reused_before_live_ones_are_evicted() {
-        let mut t = FragmentTable::new(16, 10).unwrap();
+        let mut t = FragmentTable::new(16, 10);
         for i in 0..16u32 {
             t.insert(key(i), backend(i), 0);
         }
@@ -306,11 +302,8 @@ mod tests {
     }
 
     #[test]
-    fn a_table_smaller_than_a_set_is_refused() {
-        assert_eq!(
-            FragmentTable::new(3, 1).err(),
-            Some(FragmentTableError(3))
-        );
-        assert_eq!(FragmentTable::new(5, 1).unwrap().capacity(), 8);
+    fn capacity_rounds_up_to_whole_sets() {
+        assert_eq!(FragmentTable::new(0, 1).capacity(), WAYS);
+        assert_eq!(FragmentTable::new(5, 1).capacity(), 8);
     }
 }

@@ -23,6 +23,7 @@ fn port() -> PortInfo {
         src_v4: Some(Ipv4Addr::new(203, 0, 113, 2)),
         src_v6: None,
         gateway_mac: Some([2, 0, 0, 0, 0, 1]),
+        promiscuous: false,
     }
 }
 
