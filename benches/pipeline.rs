@@ -63,11 +63,12 @@ fn frame(i: u32) -> [u8; FRAME] {
 
 fn port() -> PortInfo {
     PortInfo {
-        mac: [0x02, 0x70, 0x63, 0x61, 0x70, 0],
+        mac: [0x02, 0, 0, 0, 0, 0x1b],
         mtu: 1500,
         src_v4: Some(Ipv4Addr::new(203, 0, 113, 2)),
         src_v6: None,
         gateway_mac: Some([0x02, 0, 0, 0, 0, 1]),
+        promiscuous: false,
     }
 }
 

@@ -190,7 +190,8 @@ def fulcrum_config(mode, files, per_port, mem, tag):
     for i, f in enumerate(files):
         lines += ["[[port]]", f'device = "net_pcap{i},rx_pcap={f},infinite_rx=1"',
                   "mtu = 1500", 'address = "203.0.113.2"', 'gateway_mac = "02:00:00:00:00:01"',
-                  f"rx_desc = {desc}", f"tx_desc = {desc}", ""]
+                  f"rx_desc = {desc}", f"tx_desc = {desc}",
+                  "promiscuous = true  # gen-traffic's frames are not to net_pcap's MAC", ""]
     lines += ["[control]", 'listen = "127.0.0.1:0"', "",
               "[[vip]]", 'address = "192.0.2.10:80"', 'protocol = "tcp"', f'encap = "{mode}"']
     for b in range(1, 4):

@@ -8,13 +8,48 @@
 //! 1. an exact (address, port, protocol) VIP;
 //! 2. else an "all ports" VIP (port 0) on (address, protocol).
 //!
-//! Fragments carry no ports after the first, yet every fragment of a datagram must reach the
-//! same VIP (and so the same backend). They are classified by [`Classifier::lookup_fragment`]
-//! on (address, protocol) alone: the all-ports VIP if there is one, else the VIP with the
-//! lowest port on that address and protocol.
+//! Fragments: only a datagram's first fragment carries the ports. The rules that keep a
+//! port-specific VIP from taking traffic of other ports (the worker applies them, with its
+//! fragment table, see `frag.rs`):
+//! - a first fragment is classified by its ports like any packet
+//!   ([`Classifier::lookup_first_fragment`]);
+//! - later fragments follow their datagram's first fragment; [`Classifier::fragment_class`]
+//!   tells the worker whether their address and protocol have any VIP at all, and which
+//!   all-ports VIP takes them when their first fragment was not seen.
+//!
+//! An all-ports VIP takes every fragment to its address and protocol whose first fragment is
+//! not for an exact VIP, statelessly (in any order), as it always did.
 
 /// A VIP's index in the snapshot's VIP list.
 pub type VipIndex = u16;
+
+/// What the VIPs of one (address, protocol) make of a fragment without ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FragmentClass {
+    /// No VIP on this address and protocol: the kernel's.
+    NoVip,
+    /// An all-ports VIP takes what no exact VIP claims.
+    AllPorts(VipIndex),
+    /// Only VIPs of specific ports: a fragment must follow its first fragment.
+    PortsOnly,
+}
+
+/// What the VIPs make of a first fragment, which carries its ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstFragmentClass {
+    NoVip,
+    /// A VIP of exactly this port: its datagram is balanced like the unfragmented packets of
+    /// its flow, and the later fragments follow it.
+    Exact(VipIndex),
+    /// The all-ports VIP, statelessly.
+    AllPorts(VipIndex),
+    /// The address and protocol have VIPs, none for this port: the kernel's, like the same
+    /// packet unfragmented.
+    OtherPort,
+}
+
+/// A fragment-table slot's `vip` when the address has no all-ports VIP.
+const PORTS_ONLY: VipIndex = VipIndex::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Key {
@@ -101,9 +136,13 @@ impl Classifier {
     pub fn new(vips: &[VipMatch]) -> Result<Classifier, DuplicateVip> {
         let len = table_len(vips.len());
         let mut slots = vec![None; len].into_boxed_slice();
-        let mut frag_choice: Vec<(Key, VipIndex, u16)> = Vec::new();
+        // (address, protocol) -> its all-ports VIP, or PORTS_ONLY.
+        let mut frag_choice: Vec<(Key, VipIndex)> = Vec::new();
         for (i, v) in vips.iter().enumerate() {
-            let vip = VipIndex::try_from(i).map_err(|_| DuplicateVip(i))?;
+            let vip = VipIndex::try_from(i)
+                .ok()
+                .filter(|&vip| vip != PORTS_ONLY)
+                .ok_or(DuplicateVip(i))?;
             let key = Key {
                 addr: v.addr,
                 port: v.port,
@@ -113,16 +152,16 @@ impl Classifier {
                 return Err(DuplicateVip(i));
             }
             let fkey = Key { port: 0, ..key };
-            // Port 0 sorts first, so "all ports, else the lowest port" is "the lowest port".
-            match frag_choice.iter_mut().find(|(k, _, _)| *k == fkey) {
-                Some(c) if v.port < c.2 => *c = (fkey, vip, v.port),
+            let all_ports = if v.port == 0 { vip } else { PORTS_ONLY };
+            match frag_choice.iter_mut().find(|(k, _)| *k == fkey) {
+                Some(c) if all_ports != PORTS_ONLY => c.1 = all_ports,
                 Some(_) => {}
-                None => frag_choice.push((fkey, vip, v.port)),
+                None => frag_choice.push((fkey, all_ports)),
             }
         }
         let flen = table_len(frag_choice.len());
         let mut fragment_slots = vec![None; flen].into_boxed_slice();
-        for (k, vip, _) in frag_choice {
+        for (k, vip) in frag_choice {
             insert(&mut fragment_slots, flen - 1, k, vip);
         }
         Ok(Classifier {
@@ -145,18 +184,44 @@ impl Classifier {
             .or_else(|| find(&self.slots, self.mask, Key { port: 0, ..key }))
     }
 
-    /// The VIP for a fragment to `addr` over `proto` (see the module docs).
+    /// What the VIPs on (`addr`, `proto`) make of a fragment that carries no ports: a later
+    /// fragment, or a first one too short to hold them.
     #[inline]
-    pub fn lookup_fragment(&self, addr: &[u8; 16], proto: u8) -> Option<VipIndex> {
-        find(
-            &self.fragment_slots,
-            self.fragment_mask,
-            Key {
-                addr: *addr,
-                port: 0,
-                proto,
-            },
-        )
+    pub fn fragment_class(&self, addr: &[u8; 16], proto: u8) -> FragmentClass {
+        let key = Key {
+            addr: *addr,
+            port: 0,
+            proto,
+        };
+        match find(&self.fragment_slots, self.fragment_mask, key) {
+            None => FragmentClass::NoVip,
+            Some(PORTS_ONLY) => FragmentClass::PortsOnly,
+            Some(vip) => FragmentClass::AllPorts(vip),
+        }
+    }
+
+    /// What the VIPs make of a first fragment to (`addr`, `port`) over `proto`.
+    #[inline]
+    pub fn lookup_first_fragment(
+        &self,
+        addr: &[u8; 16],
+        port: u16,
+        proto: u8,
+    ) -> FirstFragmentClass {
+        let class = self.fragment_class(addr, proto);
+        if class == FragmentClass::NoVip {
+            return FirstFragmentClass::NoVip;
+        }
+        let exact = Key {
+            addr: *addr,
+            port,
+            proto,
+        };
+        match (port, find(&self.slots, self.mask, exact), class) {
+            (1.., Some(vip), _) => FirstFragmentClass::Exact(vip),
+            (_, _, FragmentClass::AllPorts(vip)) => FirstFragmentClass::AllPorts(vip),
+            _ => FirstFragmentClass::OtherPort,
+        }
     }
 }
 
@@ -206,19 +271,56 @@ mod tests {
     }
 
     #[test]
-    fn fragments_use_all_ports_else_lowest_port() {
+    fn fragments_are_classified_by_address_and_protocol_first_fragments_by_port() {
         let c = Classifier::new(&[
             v("192.0.2.10", 443, 6),
             v("192.0.2.10", 80, 6),
             v("192.0.2.20", 8080, 17),
             v("192.0.2.20", 0, 17),
+            v("192.0.2.30", 0, 6),
         ])
         .unwrap();
         let a = mapped("192.0.2.10".parse().unwrap());
-        assert_eq!(c.lookup_fragment(&a, 6), Some(1));
-        assert_eq!(c.lookup_fragment(&a, 17), None);
+        assert_eq!(c.fragment_class(&a, 6), FragmentClass::PortsOnly);
+        assert_eq!(c.fragment_class(&a, 17), FragmentClass::NoVip);
+        assert_eq!(
+            c.lookup_first_fragment(&a, 80, 6),
+            FirstFragmentClass::Exact(1)
+        );
+        assert_eq!(
+            c.lookup_first_fragment(&a, 443, 6),
+            FirstFragmentClass::Exact(0)
+        );
+        assert_eq!(
+            c.lookup_first_fragment(&a, 22, 6),
+            FirstFragmentClass::OtherPort,
+            "port 22 of a :80 and :443 address is not the VIPs'"
+        );
+        assert_eq!(
+            c.lookup_first_fragment(&a, 80, 17),
+            FirstFragmentClass::NoVip
+        );
         let b = mapped("192.0.2.20".parse().unwrap());
-        assert_eq!(c.lookup_fragment(&b, 17), Some(3));
+        assert_eq!(c.fragment_class(&b, 17), FragmentClass::AllPorts(3));
+        assert_eq!(
+            c.lookup_first_fragment(&b, 8080, 17),
+            FirstFragmentClass::Exact(2)
+        );
+        assert_eq!(
+            c.lookup_first_fragment(&b, 53, 17),
+            FirstFragmentClass::AllPorts(3)
+        );
+        assert_eq!(
+            c.lookup_first_fragment(&b, 0, 17),
+            FirstFragmentClass::AllPorts(3),
+            "destination port 0 is no exact VIP"
+        );
+        let d = mapped("192.0.2.30".parse().unwrap());
+        assert_eq!(c.fragment_class(&d, 6), FragmentClass::AllPorts(4));
+        assert_eq!(
+            c.lookup_first_fragment(&d, 22, 6),
+            FirstFragmentClass::AllPorts(4)
+        );
     }
 
     #[test]

@@ -193,6 +193,10 @@ pub struct Port {
     pub prefix_len: u8,
     /// Prefix length of `address6` on the exception TAP.
     pub prefix_len6: u8,
+    /// Put the device in promiscuous mode and balance frames whatever their destination
+    /// MAC. Off by default: only frames to the port's MAC are balanced (broadcast and
+    /// multicast go to the exception path, other unicast is dropped as `not_our_mac`).
+    pub promiscuous: bool,
 }
 
 impl Port {
@@ -1086,6 +1090,7 @@ mod raw {
         pub exception_device: Field<String>,
         pub prefix_len: Field<i64>,
         pub prefix_len6: Field<i64>,
+        pub promiscuous: Field<bool>,
     }
 
     impl Port {
@@ -1103,6 +1108,7 @@ mod raw {
                 "exception_device" => span(&self.exception_device),
                 "prefix_len" => span(&self.prefix_len),
                 "prefix_len6" => span(&self.prefix_len6),
+                "promiscuous" => span(&self.promiscuous),
                 _ => None,
             }
         }
@@ -1422,6 +1428,7 @@ impl raw::Port {
             exception_device: self.exception_device.as_ref().map(|t| t.get_ref().clone()),
             prefix_len: number(&self.prefix_len, &PREFIX_LEN, 24)?,
             prefix_len6: number(&self.prefix_len6, &PREFIX_LEN6, 64)?,
+            promiscuous: self.promiscuous.as_ref().is_some_and(|p| *p.get_ref()),
         })
     }
 }
@@ -1658,6 +1665,7 @@ gateway_mac = "02:00:00:00:00:01"
 rx_desc = 2048
 tx_desc = 512
 exception_tap = "fx0"
+promiscuous = true
 
 [[port]]
 device = "0000:03:00.0"
@@ -1843,6 +1851,11 @@ write_timeout_ms = 3000
         assert_eq!(p.mac, Some(MacAddr([2, 0, 0, 0, 0, 2])));
         assert_eq!((p.rx_desc, p.tx_desc), (2048, 512));
         assert_eq!(p.exception_tap_name(0), "fx0");
+        assert!(p.promiscuous);
+        assert!(
+            !config.ports[1].promiscuous,
+            "promiscuous is off by default"
+        );
         assert!(config.ports[1].is_pci());
         assert_eq!(config.ports[1].exception_tap_name(1), "fulcrum-exc1");
 
@@ -1991,6 +2004,7 @@ write_timeout_ms = 3000
             ("[[vip]]\naddress = \"192.0.2.10:80\"\nprotocol = \"tcp\"\nencap = \"ipip\"\n[vip.healthcheck]\nkind = \"tcp\"\ninterval = 5 # <-\n", &["unknown field `interval`", "`interval_ms`"]),
             ("[control]\nlisten = \"127.0.0.1:9180\"\nlisten = \"127.0.0.1:9181\" # <-\n", &["duplicate key `listen`"]),
             ("[metrics] # <-\nlisten = \"127.0.0.1:9100\"\n", &["unknown field `metrics`"]),
+            ("[[port]]\ndevice = \"net_tap1\"\npromiscuous = \"yes\" # <-\n", &["invalid type: string \"yes\"", "expected a boolean"]),
         ];
         for (case, needles) in cases {
             assert_error(&with_base(case), needles);

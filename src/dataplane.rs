@@ -208,7 +208,7 @@ pub fn start(
             rx_desc: pc.rx_desc,
             tx_desc: pc.tx_desc,
             mtu: Some(pc.mtu),
-            promiscuous: true,
+            promiscuous: pc.promiscuous,
         };
         let port = Port::start(id, &cfg, pool.clone())
             .map_err(|e| port_err(i, &pc.device, e.to_string()))?;
@@ -228,6 +228,7 @@ pub fn start(
             src_v4: pc.address,
             src_v6: pc.address6,
             gateway_mac: pc.gateway_mac.map(|m| m.0),
+            promiscuous: pc.promiscuous,
         });
         tracing::info!(
             "port {i}: {} (id {id}) mac {} mtu {} rss {:#x}",

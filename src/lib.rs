@@ -15,6 +15,7 @@ pub mod dataplane;
 pub mod dpdk;
 pub mod encap;
 pub mod flow;
+pub mod frag;
 pub mod handle;
 pub mod icmp_reply;
 pub mod maglev;

@@ -23,10 +23,12 @@
 
 use std::sync::Arc;
 
+use crate::classify::{FirstFragmentClass, FragmentClass, VipIndex};
 use crate::conntrack::{ConnTable, ConnTableError, ConnTableStats, FlowValue};
 use crate::dpdk::BURST;
 use crate::encap::{self, EncapMode, EncapParams};
 use crate::flow::FiveTuple;
+use crate::frag::{DatagramKey, FirstFragment, FragmentTable};
 use crate::icmp_reply::{self, IcmpRateLimiter};
 use crate::packet::PacketBuf;
 use crate::snapshot::Snapshot;
@@ -58,14 +60,33 @@ pub struct PipelineConfig {
     pub icmp_rate: u32,
 }
 
+/// Entries of a worker's fragment table (see `frag.rs`): about 80 bytes each.
+pub const FRAGMENT_TABLE_ENTRIES: usize = 4096;
+
+/// How long a worker remembers a datagram's first fragment, in seconds.
+pub const FRAGMENT_TIMEOUT_SECS: u64 = 2;
+
+/// What a fragment's route has to do with the fragment table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FragStep {
+    /// Not a fragment, or one balanced statelessly (all-ports VIP).
+    None,
+    /// A first fragment for an exact VIP: record its backend for the later fragments.
+    Record,
+    /// A later fragment: go where its first fragment went; if that was not seen, to the
+    /// all-ports VIP if the address has one, else nowhere.
+    Follow(Option<VipIndex>),
+}
+
 /// Per-packet state carried from pass to pass; meaningful while the verdict is `Forward`.
 #[derive(Clone, Copy)]
 struct Pending {
     meta: IpMeta,
     hash: u64,
     vip: u16,
-    /// Whether the flow goes through conntrack (not fragments, not ICMP errors).
+    /// Whether the flow goes through conntrack (not later fragments, not ICMP errors).
     track: bool,
+    frag: FragStep,
     /// From pass 2: the conntrack ways whose signature matched, a hint for the lookup.
     ways: u8,
     /// From pass 3: the chosen backend, its VIP's id, and the next hop's MAC.
@@ -90,6 +111,7 @@ impl Pending {
         hash: 0,
         vip: 0,
         track: false,
+        frag: FragStep::None,
         ways: 0,
         backend: 0,
         vip_id: 0,
@@ -167,6 +189,7 @@ impl Tally {
 /// What routing a packet changes besides the packet: the flows and the ICMP budget.
 struct Flows {
     conntrack: ConnTable,
+    fragments: FragmentTable,
     limiter: IcmpRateLimiter,
 }
 
@@ -186,6 +209,10 @@ impl Pipeline {
         Ok(Pipeline {
             flows: Flows {
                 conntrack: ConnTable::new(cfg.conntrack_flows, cfg.idle_timeout)?,
+                fragments: FragmentTable::new(
+                    FRAGMENT_TABLE_ENTRIES,
+                    cfg.ticks_per_second.saturating_mul(FRAGMENT_TIMEOUT_SECS),
+                ),
                 limiter: IcmpRateLimiter::new(
                     cfg.icmp_rate,
                     cfg.icmp_rate.max(1),
@@ -215,6 +242,12 @@ impl Pipeline {
     ) {
         let n = pkts.len().min(verdicts.len());
         let stats = &*self.stats;
+        // The destination MAC frames must carry; none when the port takes every frame.
+        let our_mac = snap
+            .ports
+            .get(port)
+            .filter(|p| !p.promiscuous)
+            .map(|p| p.mac);
         // Pass 1: parse into the packet's slot. Pass 1b reads the slots back only once these
         // stores have long reached the cache: reading a just-written header summary straight
         // away stalls on store-to-load forwarding (measured: ~30 cycles per packet).
@@ -227,7 +260,7 @@ impl Pipeline {
             };
             // A chained mbuf's first segment is only part of the frame: never parse it.
             *v = match self.pending.get_mut(i) {
-                Some(slot) if pkt.is_contiguous() => parse_into(stats, pkt.data(), slot),
+                Some(slot) if pkt.is_contiguous() => parse_into(stats, pkt.data(), our_mac, slot),
                 _ => {
                     stats.count_drop(DropReason::Buffer);
                     Verdict::Drop(DropReason::Buffer)
@@ -253,7 +286,10 @@ impl Pipeline {
         // line prefetched for nothing, which is cheaper than a second pass before pass 1c).
         for (slot, v) in self.pending.iter_mut().zip(verdicts.iter_mut()).take(n) {
             if *v == Verdict::Forward {
-                *v = classify(snap, stats, slot);
+                *v = classify(snap, stats, &mut self.flows.fragments, slot, now);
+                if let Verdict::Drop(reason) = *v {
+                    stats.count_drop(reason);
+                }
             }
         }
         // Pass 2: the entry lines, now that the metadata lines are (mostly) in.
@@ -349,7 +385,25 @@ impl Pipeline {
 /// Pass 1 for one frame: `Forward` (so far) with its header summary in `slot`, or where
 /// else it goes. The summary is written straight into the slot, not copied there.
 #[inline(always)]
-fn parse_into(stats: &WorkerStats, frame: &[u8], slot: &mut Pending) -> Verdict {
+fn parse_into(
+    stats: &WorkerStats,
+    frame: &[u8],
+    our_mac: Option<[u8; 6]>,
+    slot: &mut Pending,
+) -> Verdict {
+    // The destination MAC first: the NIC may deliver frames for other stations (a
+    // promiscuous device, a flooded segment), which another balancer on the segment may be
+    // balancing too. Broadcast and multicast (ARP, IPv6 neighbour discovery) are the
+    // kernel's. Shorter frames are left to the parser's length check.
+    if let (Some(mac), Some(dst)) = (our_mac, frame.first_chunk::<6>()) {
+        if *dst != mac {
+            if dst[0] & 1 != 0 {
+                return Verdict::Exception;
+            }
+            stats.count_drop(DropReason::NotOurMac);
+            return Verdict::Drop(DropReason::NotOurMac);
+        }
+    }
     match slot.meta.parse_into(frame) {
         Ok(true) => Verdict::Forward,
         Ok(false) => Verdict::Exception,
@@ -361,40 +415,115 @@ fn parse_into(stats: &WorkerStats, frame: &[u8], slot: &mut Pending) -> Verdict 
 }
 
 /// Pass 1b for one parsed packet: the hash of the flow it belongs to, and whether conntrack
-/// tracks it (not fragments, not ICMP errors).
+/// tracks it (not ICMP errors, not fragments without ports). A first fragment is hashed and
+/// tracked like the unfragmented packets of its flow; classify undoes that for one that an
+/// all-ports VIP takes statelessly.
 #[inline(always)]
 fn hash_flow(slot: &mut Pending) {
     let meta = &slot.meta;
     let (hash, track) = match &meta.icmp_error {
         Some(err) => (err.flow.flow_hash(), false),
-        None if meta.fragment == Fragment::None => (meta.tuple.flow_hash(), true),
-        None => (meta.tuple.fragment_hash(), false),
+        None => match meta.fragment {
+            Fragment::None | Fragment::First => (meta.tuple.flow_hash(), true),
+            Fragment::TinyFirst | Fragment::NonFirst => (meta.tuple.fragment_hash(), false),
+        },
     };
     slot.hash = hash;
     slot.track = track;
+    slot.frag = FragStep::None;
 }
 
-/// Pass 1d for one parsed packet: its VIP, or `Exception` when it is for none.
+/// The identity of the datagram a fragment belongs to.
 #[inline(always)]
-fn classify(snap: &Snapshot, stats: &WorkerStats, slot: &mut Pending) -> Verdict {
+fn datagram(meta: &IpMeta) -> DatagramKey {
+    DatagramKey {
+        src: meta.tuple.src,
+        dst: meta.tuple.dst,
+        id: meta.frag_id,
+        proto: meta.tuple.proto,
+    }
+}
+
+/// Pass 1d for one parsed packet: its VIP, or `Exception` when it is for none, or a drop
+/// (not counted yet) for a fragment no rule may balance.
+///
+/// Fragments (see `classify.rs` and `frag.rs`): a first fragment is classified by its
+/// ports; one for an exact VIP is balanced like its flow and recorded so that the later
+/// fragments follow it, one for another port of a VIP address is the kernel's (and so are
+/// its later fragments). Later fragments are resolved in pass 3, after the first fragments
+/// of the same burst have been recorded.
+#[inline(always)]
+fn classify(
+    snap: &Snapshot,
+    stats: &WorkerStats,
+    fragments: &mut FragmentTable,
+    slot: &mut Pending,
+    now: u64,
+) -> Verdict {
     let meta = &slot.meta;
     let (key, fragment) = match &meta.icmp_error {
         Some(err) => (&err.flow, Fragment::None),
         None => (&meta.tuple, meta.fragment),
     };
-    let vip = if fragment == Fragment::None {
-        snap.classifier.lookup(&key.dst, key.dst_port, key.proto)
-    } else {
-        snap.classifier.lookup_fragment(&key.dst, key.proto)
-    };
-    let Some(vip) = vip else {
-        return Verdict::Exception;
+    let classifier = &snap.classifier;
+    let vip = match fragment {
+        Fragment::None => match classifier.lookup(&key.dst, key.dst_port, key.proto) {
+            Some(vip) => vip,
+            None => return Verdict::Exception,
+        },
+        Fragment::First => {
+            match classifier.lookup_first_fragment(&key.dst, key.dst_port, key.proto) {
+                FirstFragmentClass::NoVip => return Verdict::Exception,
+                FirstFragmentClass::Exact(vip) => {
+                    slot.frag = FragStep::Record;
+                    vip
+                }
+                FirstFragmentClass::AllPorts(vip) => {
+                    stateless(slot);
+                    vip
+                }
+                FirstFragmentClass::OtherPort => {
+                    fragments.insert(datagram(meta), FirstFragment::Kernel, now);
+                    return Verdict::Exception;
+                }
+            }
+        }
+        Fragment::TinyFirst => match classifier.fragment_class(&key.dst, key.proto) {
+            FragmentClass::NoVip => return Verdict::Exception,
+            FragmentClass::AllPorts(vip) => {
+                stateless(slot);
+                vip
+            }
+            FragmentClass::PortsOnly => {
+                stats.fragments.inc();
+                return Verdict::Drop(DropReason::FragmentTooShort);
+            }
+        },
+        Fragment::NonFirst => match classifier.fragment_class(&key.dst, key.proto) {
+            FragmentClass::NoVip => return Verdict::Exception,
+            FragmentClass::AllPorts(vip) => {
+                slot.frag = FragStep::Follow(Some(vip));
+                vip
+            }
+            FragmentClass::PortsOnly => {
+                slot.frag = FragStep::Follow(None);
+                0
+            }
+        },
     };
     if fragment != Fragment::None {
         stats.fragments.inc();
     }
     slot.vip = vip;
     Verdict::Forward
+}
+
+/// An all-ports VIP's fragment: hashed on (source, destination, protocol), not tracked, so
+/// every fragment of the datagram reaches the same backend in any order.
+#[inline(always)]
+fn stateless(slot: &mut Pending) {
+    slot.hash = slot.meta.tuple.fragment_hash();
+    slot.track = false;
 }
 
 impl Flows {
@@ -454,14 +583,34 @@ impl Flows {
         p: &mut Pending,
         now: u64,
     ) -> Verdict {
+        let mut followed = None;
+        if let FragStep::Follow(all_ports) = p.frag {
+            match self.follow_first(snap, p, all_ports, now) {
+                Ok(backend) => followed = backend,
+                Err(verdict) => return verdict,
+            }
+        }
         let Some(vip) = snap.vips.get(p.vip as usize) else {
             return Verdict::Drop(DropReason::NoVip);
         };
         let vip_id = vip.id;
         let encap_mode = vip.encap;
-        let Some(backend_id) = self.backend_for(snap, stats, p, vip_id, now) else {
-            return Verdict::Drop(DropReason::NoBackend);
+        let backend_id = match followed {
+            Some(backend) => backend,
+            None => match self.backend_for(snap, stats, p, vip_id, now) {
+                Some(backend) => backend,
+                None => return Verdict::Drop(DropReason::NoBackend),
+            },
         };
+        if p.frag == FragStep::Record {
+            let first = FirstFragment::Backend {
+                vip: p.vip,
+                vip_id,
+                backend: backend_id,
+                hash: p.hash,
+            };
+            self.fragments.insert(datagram(&p.meta), first, now);
+        }
         let Some(backend) = snap.backend(backend_id) else {
             return Verdict::Drop(DropReason::NoBackend);
         };
@@ -488,6 +637,46 @@ impl Flows {
         p.vip_id = vip_id;
         p.next_hop = next_hop;
         Verdict::Forward
+    }
+
+    /// A later fragment: the backend its first fragment got (`Ok(Some)`, with the VIP and
+    /// hash in `p`), the all-ports VIP's stateless pick when the first was not seen
+    /// (`Ok(None)`, `p.vip` is already that VIP), or where else it goes.
+    #[cold]
+    fn follow_first(
+        &mut self,
+        snap: &Snapshot,
+        p: &mut Pending,
+        all_ports: Option<VipIndex>,
+        now: u64,
+    ) -> Result<Option<u32>, Verdict> {
+        match self.fragments.lookup(&datagram(&p.meta), now) {
+            Some(FirstFragment::Kernel) => Err(Verdict::Exception),
+            Some(FirstFragment::Backend {
+                vip,
+                vip_id,
+                backend,
+                hash,
+            }) => {
+                // The snapshot may have changed since the first fragment: the VIP must still
+                // be the same one, and the backend still take its flows.
+                let same_vip = snap
+                    .vips
+                    .get(usize::from(vip))
+                    .is_some_and(|v| v.id == vip_id);
+                let keeps = snap
+                    .backend(backend)
+                    .is_some_and(|b| b.vip_id == vip_id && b.keeps_flows());
+                if !(same_vip && keeps) {
+                    return Err(Verdict::Drop(DropReason::NoBackend));
+                }
+                p.vip = vip;
+                p.hash = hash;
+                Ok(Some(backend))
+            }
+            None if all_ports.is_some() => Ok(None),
+            None => Err(Verdict::Drop(DropReason::FragmentNoFirst)),
+        }
     }
 
     /// The packet would not fit the port once encapsulated.
@@ -536,13 +725,35 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn snapshot() -> Snapshot {
-        let vip = VipSpec {
-            id: 7,
-            key: "192.0.2.10:80/tcp".parse().unwrap(),
+        snapshot_of(&["192.0.2.10:80/tcp"], false)
+    }
+
+    /// VIP i of `keys` has id 7 + i and backends 198.51.100.{3i+1..3i+3} (ids 3i+1..3i+3).
+    fn snapshot_of(keys: &[&str], promiscuous: bool) -> Snapshot {
+        let vips: Vec<VipSpec> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| vip_spec(7 + i as u32, key, 3 * i as u32))
+            .collect();
+        let port = PortInfo {
+            mac: PORT_MAC,
+            mtu: 1500,
+            src_v4: Some(Ipv4Addr::new(203, 0, 113, 2)),
+            src_v6: Some("2001:db8:1::2".parse().unwrap()),
+            gateway_mac: Some([2, 0, 0, 0, 0, 1]),
+            promiscuous,
+        };
+        snapshot::build(1, &vips, &[port], None).unwrap()
+    }
+
+    fn vip_spec(id: u32, key: &str, first_backend: u32) -> VipSpec {
+        VipSpec {
+            id,
+            key: key.parse().unwrap(),
             encap: EncapMode::Ipip,
             gue_port: 6080,
             table_size: 251,
-            backends: (1..=3u32)
+            backends: (first_backend + 1..=first_backend + 3)
                 .map(|b| BackendSpec {
                     id: b,
                     addr: format!("198.51.100.{b}").parse().unwrap(),
@@ -551,15 +762,7 @@ mod tests {
                     mac: None,
                 })
                 .collect(),
-        };
-        let port = PortInfo {
-            mac: PORT_MAC,
-            mtu: 1500,
-            src_v4: Some(Ipv4Addr::new(203, 0, 113, 2)),
-            src_v6: None,
-            gateway_mac: Some([2, 0, 0, 0, 0, 1]),
-        };
-        snapshot::build(1, &[vip], &[port], None).unwrap()
+        }
     }
 
     fn pipeline() -> Pipeline {
@@ -640,5 +843,193 @@ mod tests {
             .all(|v| *v == Verdict::Drop(DropReason::Buffer)));
         assert_eq!(p.stats().drops[DropReason::Buffer as usize].get(), 3);
         assert_eq!(p.stats().vip[7].packets.get(), BURST as u64);
+    }
+
+    /// Client `i`'s fragment of datagram `id` to `dst` over `proto`: the first (offset 0)
+    /// carries a TCP header to `dst_port` when `proto` is TCP (16 bytes of data follow), a
+    /// later one 24 bytes at offset 5 (40 bytes).
+    fn fragment4(i: u8, id: u16, proto: u8, dst_port: u16, first: bool) -> VecPacket {
+        let v4 = V4 {
+            more_fragments: first,
+            frag_offset: if first { 0 } else { 5 },
+            ident: id,
+            ..V4::default()
+        };
+        let payload = if first {
+            let mut h = vec![0u8; 20];
+            h[0..2].copy_from_slice(&(40000 + u16::from(i)).to_be_bytes());
+            h[2..4].copy_from_slice(&dst_port.to_be_bytes());
+            h[12] = 5 << 4;
+            h[13] = wire::tcp::flags::SYN;
+            h.extend_from_slice(&[0xab; 16]);
+            if proto == crate::flow::proto::UDP {
+                h.truncate(24);
+            }
+            h
+        } else {
+            vec![0xcd; 24]
+        };
+        let ip = ipv4([198, 51, 100, i], VIP4, 64, &v4);
+        VecPacket::new(&frame(None, ip, L4::Raw(proto), &payload))
+    }
+
+    /// The outer (backend) address of an IPIP-encapsulated frame.
+    fn backend_of(pkt: &VecPacket) -> [u8; 4] {
+        pkt.data()[30..34].try_into().unwrap()
+    }
+
+    fn run(p: &mut Pipeline, snap: &Snapshot, pkts: &mut [VecPacket], now: u64) -> Vec<Verdict> {
+        let mut verdicts = vec![Verdict::Exception; pkts.len()];
+        p.process_burst(snap, 0, pkts, &mut verdicts, now);
+        verdicts
+    }
+
+    #[test]
+    fn a_fragmented_datagram_to_the_vip_port_follows_its_flow_to_one_backend() {
+        let snap = snapshot();
+        let mut p = pipeline();
+        for i in 1..=30u8 {
+            // The flow's unfragmented SYN, then a fragmented segment of the same flow: first
+            // and later fragment in one burst, and a later fragment in a burst of its own.
+            let mut whole = [packet(i, 80, true)];
+            assert_eq!(run(&mut p, &snap, &mut whole, 10), [Verdict::Forward]);
+            let mut frags = [
+                fragment4(i, u16::from(i), 6, 80, true),
+                fragment4(i, u16::from(i), 6, 80, false),
+            ];
+            assert_eq!(run(&mut p, &snap, &mut frags, 11), [Verdict::Forward; 2]);
+            let mut late = [fragment4(i, u16::from(i), 6, 80, false)];
+            assert_eq!(run(&mut p, &snap, &mut late, 12), [Verdict::Forward]);
+            let b = backend_of(&whole[0]);
+            assert_eq!(
+                backend_of(&frags[0]),
+                b,
+                "first fragment: the flow's backend"
+            );
+            assert_eq!(
+                backend_of(&frags[1]),
+                b,
+                "later fragment: its first's backend"
+            );
+            assert_eq!(backend_of(&late[0]), b);
+        }
+        let s = p.stats();
+        assert_eq!(s.fragments.get(), 90);
+        assert_eq!(
+            s.conntrack_hits.get(),
+            30,
+            "first fragments found their flows"
+        );
+        assert_eq!(s.conntrack_inserts.get(), 30);
+        let used: Vec<u64> = (1..=3).map(|b| s.backend[b].packets.get()).collect();
+        assert!(used.iter().all(|&n| n > 0), "{used:?}");
+    }
+
+    #[test]
+    fn a_fragmented_datagram_to_another_port_of_the_vip_address_goes_to_the_kernel_whole() {
+        let snap = snapshot();
+        let mut p = pipeline();
+        // A SYN to port 22 of the :80 VIP's address, in two fragments, in either burst layout.
+        let mut both = [fragment4(1, 9, 6, 22, true), fragment4(1, 9, 6, 22, false)];
+        assert_eq!(run(&mut p, &snap, &mut both, 1), [Verdict::Exception; 2]);
+        let mut first = [fragment4(2, 9, 6, 22, true)];
+        assert_eq!(run(&mut p, &snap, &mut first, 2), [Verdict::Exception]);
+        let mut later = [fragment4(2, 9, 6, 22, false)];
+        assert_eq!(run(&mut p, &snap, &mut later, 3), [Verdict::Exception]);
+        let s = p.stats();
+        assert_eq!(s.vip[7].packets.get(), 0, "nothing reached a backend");
+        assert_eq!(s.conntrack_inserts.get(), 0);
+    }
+
+    #[test]
+    fn later_fragments_without_their_first_and_tiny_first_fragments_are_dropped() {
+        let snap = snapshot();
+        let mut p = pipeline();
+        // A later fragment never preceded by its first (nor preceded in its burst).
+        let mut orphans = [fragment4(1, 5, 6, 80, false), fragment4(1, 5, 6, 80, true)];
+        assert_eq!(
+            run(&mut p, &snap, &mut orphans, 1),
+            [Verdict::Drop(DropReason::FragmentNoFirst), Verdict::Forward]
+        );
+        // Expired: the first fragment was seen more than the timeout ago.
+        let timeout = 1000 * FRAGMENT_TIMEOUT_SECS;
+        let mut stale = [fragment4(1, 5, 6, 80, false)];
+        assert_eq!(
+            run(&mut p, &snap, &mut stale, 1 + timeout),
+            [Verdict::Drop(DropReason::FragmentNoFirst)]
+        );
+        // 8 bytes of TCP: ports, no flags; the rule on ports cannot be trusted with it.
+        let v4 = V4 {
+            more_fragments: true,
+            ident: 6,
+            ..V4::default()
+        };
+        let tiny = frame(
+            None,
+            ipv4(CLIENT4, VIP4, 64, &v4),
+            L4::Raw(6),
+            &[0, 1, 0, 80, 0, 0, 0, 0],
+        );
+        let mut tiny = [VecPacket::new(&tiny)];
+        assert_eq!(
+            run(&mut p, &snap, &mut tiny, 2),
+            [Verdict::Drop(DropReason::FragmentTooShort)]
+        );
+        let s = p.stats();
+        assert_eq!(s.drops[DropReason::FragmentNoFirst as usize].get(), 2);
+        assert_eq!(s.drops[DropReason::FragmentTooShort as usize].get(), 1);
+        assert_eq!(s.vip[7].packets.get(), 1);
+    }
+
+    #[test]
+    fn an_all_ports_vip_takes_fragments_in_any_order() {
+        let snap = snapshot_of(&["192.0.2.10:0/udp", "192.0.2.10:80/tcp"], false);
+        let mut p = pipeline();
+        for i in 1..=20u8 {
+            // Later fragment first: no first fragment seen, the all-ports VIP takes it.
+            let mut frags = [
+                fragment4(i, 100, 17, 53, false),
+                fragment4(i, 100, 17, 53, true),
+            ];
+            assert_eq!(run(&mut p, &snap, &mut frags, 1), [Verdict::Forward; 2]);
+            assert_eq!(backend_of(&frags[0]), backend_of(&frags[1]));
+        }
+        assert_eq!(p.stats().vip[7].packets.get(), 40);
+        assert_eq!(p.stats().conntrack_inserts.get(), 0, "stateless");
+        // The :80/tcp VIP of the same address keeps the port rule for TCP.
+        let mut ssh = [fragment4(1, 7, 6, 22, true), fragment4(1, 7, 6, 22, false)];
+        assert_eq!(run(&mut p, &snap, &mut ssh, 2), [Verdict::Exception; 2]);
+    }
+
+    #[test]
+    fn frames_to_other_macs_are_not_balanced_unless_the_port_is_promiscuous() {
+        let snap = snapshot();
+        let mut p = pipeline();
+        let to = |mac: [u8; 6]| {
+            let mut pkt = packet(1, 80, true);
+            pkt.data_mut()[0..6].copy_from_slice(&mac);
+            pkt
+        };
+        let other = [0x02, 0x99, 0, 0, 0, 1];
+        let mut pkts = [
+            to(PORT_MAC),
+            to(other),
+            to([0xff; 6]),
+            to([0x33, 0x33, 0, 0, 0, 1]),
+        ];
+        assert_eq!(
+            run(&mut p, &snap, &mut pkts, 1),
+            [
+                Verdict::Forward,
+                Verdict::Drop(DropReason::NotOurMac),
+                Verdict::Exception,
+                Verdict::Exception
+            ]
+        );
+        assert_eq!(p.stats().drops[DropReason::NotOurMac as usize].get(), 1);
+        assert_eq!(p.stats().vip[7].packets.get(), 1);
+        let promiscuous = snapshot_of(&["192.0.2.10:80/tcp"], true);
+        let mut pkts = [to(other)];
+        assert_eq!(run(&mut p, &promiscuous, &mut pkts, 2), [Verdict::Forward]);
     }
 }

@@ -32,6 +32,9 @@ pub struct PortInfo {
     /// When set, every encapsulated packet goes to this MAC (the router); otherwise to the
     /// backend's own MAC (backends on the port's segment).
     pub gateway_mac: Option<[u8; 6]>,
+    /// Frames to any destination MAC are balanced (`[[port]] promiscuous`); otherwise only
+    /// those to `mac`.
+    pub promiscuous: bool,
 }
 
 /// What the control plane knows of a backend's health and intent.

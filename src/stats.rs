@@ -48,10 +48,16 @@ pub enum DropReason {
     Buffer,
     /// A packet-too-big / frag-needed reply was suppressed by the rate limiter.
     IcmpRateLimited,
+    /// A later fragment for a port-specific VIP's address whose first fragment was not seen.
+    FragmentNoFirst,
+    /// A TCP/UDP first fragment too short to hold its ports, for a port-specific VIP's address.
+    FragmentTooShort,
+    /// A unicast frame to another station's MAC (the port is not promiscuous).
+    NotOurMac,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 12;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::Parse,
         DropReason::NoVip,
@@ -62,6 +68,9 @@ impl DropReason {
         DropReason::NoNextHop,
         DropReason::Buffer,
         DropReason::IcmpRateLimited,
+        DropReason::FragmentNoFirst,
+        DropReason::FragmentTooShort,
+        DropReason::NotOurMac,
     ];
 
     /// The label used in metrics and `fulcrum stats`.
@@ -76,6 +85,9 @@ impl DropReason {
             DropReason::NoNextHop => "no_next_hop",
             DropReason::Buffer => "buffer",
             DropReason::IcmpRateLimited => "icmp_rate_limited",
+            DropReason::FragmentNoFirst => "fragment_no_first",
+            DropReason::FragmentTooShort => "fragment_too_short",
+            DropReason::NotOurMac => "not_our_mac",
         }
     }
 }

@@ -717,3 +717,182 @@ fn exception_path_gets_what_is_not_for_a_vip_untouched() {
     assert_eq!(o.out.len(), 1, "only the VIP packet is balanced");
     assert_eq!(o.total("to_kernel_packets"), 5);
 }
+
+/// Issue 11, defects 3 and 5, through the real binary: fragments obey the VIP's port, and
+/// frames to another station's MAC are not balanced.
+#[test]
+fn fragments_obey_the_vip_port_and_frames_to_other_macs_are_dropped() {
+    let backends = [
+        ("198.51.100.91", 1u32),
+        ("198.51.100.92", 1),
+        ("198.51.100.93", 1),
+    ];
+    let mut vips = vip_toml("192.0.2.90:80", "tcp", "ipip", "", &backends);
+    vips += &vip_toml("[2001:db8:10::90]:80", "tcp", "ipip", "", &backends);
+    vips += &vip_toml("192.0.2.91:0", "udp", "ipip", "", &backends);
+    let (vip4, vip6) = (
+        Ipv4Addr::new(192, 0, 2, 90),
+        "2001:db8:10::90".parse::<Ipv6Addr>().unwrap(),
+    );
+    let frag4 =
+        |c: Ipv4Addr, dst: Ipv4Addr, proto: u8, id: u16, off: u16, more: bool, body: &[u8]| {
+            let o = V4 {
+                id,
+                frag_offset8: off,
+                more_fragments: more,
+                ..V4::default()
+            };
+            eth(0x0800, &ipv4(c, dst, proto, o, body))
+        };
+    let mut balanced = Vec::new();
+    let mut kernel = Vec::new();
+    let mut frames = Vec::new();
+    for i in 0..20u32 {
+        let IpAddr::V4(c) = client_v4(i) else {
+            unreachable!()
+        };
+        let IpAddr::V6(c6) = client_v6(i) else {
+            unreachable!()
+        };
+        let sport = 41000 + i as u16;
+        // The flow's unfragmented SYN, then a 40-byte segment of it in two fragments.
+        let body = tcp(sport, 80, ACK, &[5u8; 20]);
+        frames.push(tcp_frame(
+            IpAddr::V4(c),
+            IpAddr::V4(vip4),
+            sport,
+            80,
+            SYN,
+            b"",
+        ));
+        frames.push(frag4(c, vip4, 6, i as u16, 0, true, &body[..24]));
+        frames.push(frag4(c, vip4, 6, i as u16, 3, false, &body[24..]));
+        let body6 = tcp(sport, 80, ACK, &[6u8; 20]);
+        frames.push(tcp_frame(
+            IpAddr::V6(c6),
+            IpAddr::V6(vip6),
+            sport,
+            80,
+            SYN,
+            b"",
+        ));
+        frames.push(eth(
+            0x86dd,
+            &ipv6(
+                c6,
+                vip6,
+                44,
+                64,
+                &ipv6_fragment(6, 0, true, 0x10000 + i, &body6[..24]),
+            ),
+        ));
+        frames.push(eth(
+            0x86dd,
+            &ipv6(
+                c6,
+                vip6,
+                44,
+                64,
+                &ipv6_fragment(6, 3, false, 0x10000 + i, &body6[24..]),
+            ),
+        ));
+        balanced.extend(frames[frames.len() - 6..].iter().cloned());
+        // A SYN to port 22 of the same addresses, in two fragments: the kernel's, whole.
+        let ssh = tcp(sport, 22, SYN, &[7u8; 20]);
+        let ssh4 = [
+            frag4(c, vip4, 6, 1000 + i as u16, 0, true, &ssh[..24]),
+            frag4(c, vip4, 6, 1000 + i as u16, 3, false, &ssh[24..]),
+        ];
+        let ssh6 = [
+            eth(
+                0x86dd,
+                &ipv6(
+                    c6,
+                    vip6,
+                    44,
+                    64,
+                    &ipv6_fragment(6, 0, true, 0x20000 + i, &ssh[..24]),
+                ),
+            ),
+            eth(
+                0x86dd,
+                &ipv6(
+                    c6,
+                    vip6,
+                    44,
+                    64,
+                    &ipv6_fragment(6, 3, false, 0x20000 + i, &ssh[24..]),
+                ),
+            ),
+        ];
+        for f in ssh4.into_iter().chain(ssh6) {
+            kernel.push(f.clone());
+            frames.push(f);
+        }
+        // Later fragments whose first fragment never came: dropped.
+        frames.push(frag4(c, vip4, 6, 2000 + i as u16, 3, false, &[0u8; 16]));
+        frames.push(eth(
+            0x86dd,
+            &ipv6(
+                c6,
+                vip6,
+                44,
+                64,
+                &ipv6_fragment(6, 3, false, 0x30000 + i, &[0u8; 16]),
+            ),
+        ));
+        // An all-ports UDP VIP: later fragment first, still balanced.
+        let u = udp(sport, 53, &[8u8; 32]);
+        frames.push(frag4(
+            c,
+            Ipv4Addr::new(192, 0, 2, 91),
+            17,
+            3000 + i as u16,
+            3,
+            false,
+            &u[24..],
+        ));
+        frames.push(frag4(
+            c,
+            Ipv4Addr::new(192, 0, 2, 91),
+            17,
+            3000 + i as u16,
+            0,
+            true,
+            &u[..24],
+        ));
+        balanced.extend(frames[frames.len() - 2..].iter().cloned());
+    }
+    // A flow's packet to another station's MAC.
+    let mut stray = tcp_frame(client_v4(999), IpAddr::V4(vip4), 40999, 80, SYN, b"");
+    stray[0..6].copy_from_slice(&[0x02, 0x99, 0, 0, 0, 1]);
+    frames.push(stray);
+    let o = run_fulcrum(&frames, &vips, "");
+    assert_clean_exit(&o);
+    assert_eq!(o.out.len(), balanced.len(), "{}", o.totals);
+    assert_eq!(
+        o.exception, kernel,
+        "the port-22 datagrams go to the kernel whole, in order"
+    );
+    assert_eq!(o.drops("fragment_no_first"), 40, "{}", o.totals);
+    assert_eq!(o.drops("not_our_mac"), 1, "{}", o.totals);
+    // Per client and family: the SYN's backend is the one both fragments went to; per
+    // all-ports datagram, both fragments on one backend.
+    let mut by_flow: HashMap<Vec<u8>, HashSet<IpAddr>> = HashMap::new();
+    for f in &o.out {
+        let t = untunnel(f);
+        let i = &t.inner;
+        assert_ne!(i.len(), 0);
+        // (family, protocol, client address): fragments keep the IPv4 protocol field.
+        let src = if i[0] >> 4 == 4 {
+            [&[4, i[9]], &i[12..16]].concat()
+        } else {
+            [&[6][..], &i[8..24]].concat()
+        };
+        by_flow.entry(src).or_default().insert(t.outer_dst);
+    }
+    assert_eq!(by_flow.len(), 60, "20 clients x (tcp v4, tcp v6, udp v4)");
+    for (flow, used) in &by_flow {
+        assert_eq!(used.len(), 1, "one backend for {flow:?}: {used:?}");
+    }
+}

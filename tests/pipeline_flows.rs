@@ -7,7 +7,7 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use common::golden::{tcp_frame, ACK, SYN};
+use common::golden::{tcp_frame, ACK, LB_MAC, SYN};
 use fulcrum::encap::EncapMode;
 use fulcrum::packet::{PacketBuf, VecPacket};
 use fulcrum::pipeline::{Pipeline, PipelineConfig, Verdict};
@@ -18,11 +18,12 @@ const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 
 fn port() -> PortInfo {
     PortInfo {
-        mac: [2, 0, 0, 0, 0, 0x1b],
+        mac: LB_MAC,
         mtu: 1500,
         src_v4: Some(Ipv4Addr::new(203, 0, 113, 2)),
         src_v6: None,
         gateway_mac: Some([2, 0, 0, 0, 0, 1]),
+        promiscuous: false,
     }
 }
 

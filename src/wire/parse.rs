@@ -30,9 +30,13 @@ impl Family {
 pub enum Fragment {
     /// A whole datagram (for IPv6 also an atomic fragment: offset 0 and no M flag).
     None,
-    /// Offset 0 with more to come: carries the L4 header, but the classifier keys it like
-    /// the rest (ports 0) so that every fragment of a datagram reaches the same backend.
+    /// Offset 0 with more to come: carries the L4 header. For TCP and UDP its ports (and
+    /// TCP flags) are read like an unfragmented packet's, so it is classified by them.
     First,
+    /// A TCP or UDP first fragment too short to hold the whole transport header (20 bytes,
+    /// 8 for UDP): its ports are unknown, and a rule on ports cannot be applied to it
+    /// (RFC 1858's tiny fragments). Ports are zero.
+    TinyFirst,
     /// Offset > 0: no L4 header.
     NonFirst,
 }
@@ -84,7 +88,8 @@ pub struct IpMeta {
     /// Bytes of the IP packet, header included: the IPv4 total length, or 40 plus the IPv6
     /// payload length. Ethernet padding after it is not counted.
     pub ip_len: u32,
-    /// IPv4 addresses are IPv4-mapped; ports are zero unless TCP or UDP and unfragmented.
+    /// IPv4 addresses are IPv4-mapped; ports are zero unless TCP or UDP, unfragmented or a
+    /// first fragment.
     /// `proto` is the upper-layer protocol after any IPv6 extension headers.
     pub tuple: FiveTuple,
     pub fragment: Fragment,
@@ -274,9 +279,11 @@ fn parse_ipv4(
         tcp_flags: 0,
         icmp_error: None,
     };
-    if fragment == Fragment::None {
-        let l4 = l3.get(header_len..total_len).unwrap_or(&[]);
-        parse_l4(l4, meta)?;
+    let l4 = l3.get(header_len..total_len).unwrap_or(&[]);
+    match fragment {
+        Fragment::None => parse_l4(l4, meta)?,
+        Fragment::First => first_fragment_ports(l4, meta),
+        Fragment::TinyFirst | Fragment::NonFirst => {}
     }
     Ok(())
 }
@@ -336,11 +343,38 @@ fn parse_ipv6(
         tcp_flags: 0,
         icmp_error: None,
     };
-    if fragment == Fragment::None {
-        let l4 = payload.get(upper.offset..).unwrap_or(&[]);
-        parse_l4(l4, meta)?;
+    let l4 = payload.get(upper.offset..).unwrap_or(&[]);
+    match fragment {
+        Fragment::None => parse_l4(l4, meta)?,
+        Fragment::First => first_fragment_ports(l4, meta),
+        Fragment::TinyFirst | Fragment::NonFirst => {}
     }
     Ok(())
+}
+
+/// Reads a first fragment's ports and TCP flags, or marks it [`Fragment::TinyFirst`] when it
+/// does not hold the whole TCP or UDP header. Lengths and data offsets are not checked
+/// against the datagram: only its end, in a later fragment, says how long it is.
+#[inline(always)]
+fn first_fragment_ports(l4: &[u8], meta: &mut IpMeta) {
+    match meta.tuple.proto {
+        proto::TCP => match l4.first_chunk::<{ tcp::HEADER_LEN }>() {
+            Some(h) => {
+                meta.tuple.src_port = be16(h, tcp::field::SRC_PORT);
+                meta.tuple.dst_port = be16(h, tcp::field::DST_PORT);
+                meta.tcp_flags = h[tcp::field::FLAGS];
+            }
+            None => meta.fragment = Fragment::TinyFirst,
+        },
+        proto::UDP => match l4.first_chunk::<{ udp::HEADER_LEN }>() {
+            Some(h) => {
+                meta.tuple.src_port = be16(h, udp::field::SRC_PORT);
+                meta.tuple.dst_port = be16(h, udp::field::DST_PORT);
+            }
+            None => meta.fragment = Fragment::TinyFirst,
+        },
+        _ => {}
+    }
 }
 
 /// Reads ports and flags, or the flow an ICMP error quotes, from an unfragmented packet's

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 
 pub const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc1];
-pub const LB_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x1b];
+/// net_pcap's own MAC for its first port ("pcap"): the device cannot be given another.
+pub const LB_MAC: [u8; 6] = [0x02, 0x70, 0x63, 0x61, 0x70, 0x00];
 pub const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const LB_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 pub const LB_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);

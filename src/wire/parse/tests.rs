@@ -188,6 +188,25 @@ fn oracle(frame: &[u8]) -> Parsed {
             None => {}
         }
     }
+    if meta.fragment == Fragment::First {
+        // etherparse does not read a fragment's transport header: take its bytes raw.
+        let end = usize::from(meta.l3_offset) + meta.ip_len as usize;
+        let l4 = frame.get(usize::from(meta.l4_offset)..end).unwrap_or(&[]);
+        let need = match meta.tuple.proto {
+            proto::TCP => 20,
+            proto::UDP => 8,
+            _ => 0,
+        };
+        if l4.len() < need {
+            meta.fragment = Fragment::TinyFirst;
+        } else if need > 0 {
+            meta.tuple.src_port = u16::from_be_bytes([l4[0], l4[1]]);
+            meta.tuple.dst_port = u16::from_be_bytes([l4[2], l4[3]]);
+            if meta.tuple.proto == proto::TCP {
+                meta.tcp_flags = l4[13];
+            }
+        }
+    }
     Parsed::Ip(meta)
 }
 
@@ -663,7 +682,7 @@ fn icmp_errors_are_reversed_to_the_client_to_vip_flow() {
 }
 
 #[test]
-fn fragments_carry_no_ports_but_their_id() {
+fn later_fragments_carry_no_ports_but_their_id_first_ones_carry_ports() {
     let first = frame(
         None,
         ipv4(
@@ -682,7 +701,7 @@ fn fragments_carry_no_ports_but_their_id() {
     let m = meta(&first);
     assert_eq!(
         (m.fragment, m.frag_id, m.tuple.src_port, m.tuple.dst_port),
-        (Fragment::First, 9, 0, 0)
+        (Fragment::First, 9, 1, 2)
     );
     let exts = Ipv6Extensions {
         fragment: Some(ipv6_fragment(96, false, 0xabcdef)),
@@ -703,6 +722,42 @@ fn fragments_carry_no_ports_but_their_id() {
         (m.tuple.src_port, m.tuple.dst_port, m.l4_offset),
         (0, 0, 14 + 40 + 8)
     );
+}
+
+#[test]
+fn a_first_fragment_too_short_for_its_ports_is_tiny() {
+    let first_v4 = |l4: L4, payload: &[u8]| {
+        let v4 = V4 {
+            more_fragments: true,
+            ident: 5,
+            ..V4::default()
+        };
+        frame(None, ipv4(CLIENT4, VIP4, 64, &v4), l4, payload)
+    };
+    // 8 bytes of TCP: ports, but no flags yet (RFC 1858's tiny fragment).
+    let m = meta(&first_v4(L4::Raw(proto::TCP), &[0, 1, 0, 22, 0, 0, 0, 0]));
+    assert_eq!(
+        (m.fragment, m.tuple.src_port, m.tuple.dst_port),
+        (Fragment::TinyFirst, 0, 0)
+    );
+    let m = meta(&first_v4(L4::Raw(proto::TCP), &[0; 20]));
+    assert_eq!(m.fragment, Fragment::First, "a whole TCP header is enough");
+    let m = meta(&first_v4(L4::Raw(proto::UDP), &[0, 1, 0, 53]));
+    assert_eq!(m.fragment, Fragment::TinyFirst);
+    let m = meta(&first_v4(L4::Raw(47), &[]));
+    assert_eq!(m.fragment, Fragment::First, "no ports to miss");
+    let exts = Ipv6Extensions {
+        fragment: Some(ipv6_fragment(0, true, 77)),
+        ..Default::default()
+    };
+    let v6 = frame(
+        None,
+        ipv6(CLIENT6, VIP6, 64, exts),
+        L4::Raw(proto::UDP),
+        &[0, 1, 0, 53],
+    );
+    let m = meta(&v6);
+    assert_eq!((m.fragment, m.frag_id), (Fragment::TinyFirst, 77));
 }
 
 #[test]
@@ -813,7 +868,7 @@ fn ip_lengths_that_lie_are_dropped_or_cut_the_transport_header() {
             let got = parse(&frame);
             let l4_end = usize::from(m.l4_offset)
                 + match (m.tuple.proto, m.fragment) {
-                    (_, Fragment::First | Fragment::NonFirst) => 0,
+                    (_, Fragment::First | Fragment::TinyFirst | Fragment::NonFirst) => 0,
                     (proto::TCP, _) => 20,
                     (proto::UDP, _) | (proto::ICMP | proto::ICMPV6, _) => 8,
                     _ => 0,
