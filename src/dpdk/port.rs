@@ -234,6 +234,12 @@ impl Port {
         if cfg.promiscuous {
             // SAFETY: plain call on a started port. Some vdevs do not support it; that is fine.
             let _ = unsafe { dpdk_sys::rte_eth_promiscuous_enable(id) };
+        } else {
+            // IPv6 neighbour discovery and routing protocols need multicast frames, which
+            // the exception path hands to the kernel; the pipeline still drops other
+            // stations' unicast. A device without the mode is fine: it passes them already.
+            // SAFETY: plain call on a started port.
+            let _ = unsafe { dpdk_sys::rte_eth_allmulticast_enable(id) };
         }
         let mut name_buf = [0 as std::os::raw::c_char; 64];
         // SAFETY: name_buf is a writable buffer of RTE_ETH_NAME_MAX_LEN (64) bytes.
