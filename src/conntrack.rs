@@ -7,12 +7,11 @@
 //! # Layout
 //!
 //! The table is set-associative: `capacity / 8` sets of 8 ways, the set count a power of two
-//! so the set is `flow_hash & mask`. Maglev scales the upper 32 bits of the same hash, so
-//! the set a flow lands in is independent of its backend. Each set is 448 bytes, 64-byte
-//! aligned:
+//! so the set is `placed & mask`, where `placed` is the flow hash mixed with the table's
+//! secret key (see "Placement"). Each set is 448 bytes, 64-byte aligned:
 //!
 //! ```text
-//! line 0      : sig[8] (u16, 0 = empty) | last_seen[8] (u32 coarse ticks) | 16 spare bytes
+//! line 0      : sig[8] (u16, 0 = empty) | last_seen[8] (u32 coarse ticks) | confirmed (u8) | 15 spare
 //! lines 1..=6 : entries[8], 48 bytes each: FiveTuple key (38) | backend u32 | vip u16 | flags u8
 //! ```
 //!
@@ -32,6 +31,25 @@
 //! capacity at twice the expected concurrent flows (idle-but-unexpired ones count). The
 //! victim is the least recently seen of its set, usually a finished flow waiting out its
 //! timeout; a live victim only moves if Maglev's answer for it changed since it started.
+//!
+//! # Placement
+//!
+//! The flow hash is public and fixed (every instance must compute it identically, since
+//! Maglev picks from it), so placing flows by it would let anyone compute offline tuples
+//! that all land in one set and evict its flows at will. The set index and the signature
+//! come instead from the flow hash mixed with a key drawn at random per table
+//! ([`ConnTable::new`]). Placement is the table's private business: nothing else, neither
+//! Maglev nor another instance, ever sees it.
+//!
+//! # Eviction
+//!
+//! A flow is *confirmed* once it has been seen a second time (a lookup hit, or an insert of
+//! a flow already tracked). When a set is full, a new flow takes the way of an expired
+//! flow, else of the least recently seen unconfirmed flow, and only when all eight ways
+//! hold confirmed flows, of the least recently seen of those. A flood of new one-packet
+//! flows (spoofed SYNs, a UDP scan) thus churns among its own entries and evicts at most
+//! one established flow per set, the least recently used, and only from a set that was
+//! already full of established flows. [`ConnTableStats::confirmed_evictions`] counts those.
 //!
 //! The table is one mapping of its own ([`HugeSlice`]), 2 MiB-aligned and advised to use
 //! transparent huge pages: on 4 KiB pages nearly every lookup of a large table also misses
@@ -128,6 +146,9 @@ pub struct ConnTableStats {
     pub inserts: u64,
     /// Live flows dropped because their set was full.
     pub evictions: u64,
+    /// The part of `evictions` that were confirmed flows (seen more than once): a set full
+    /// of them, with no one-packet flow to give way.
+    pub confirmed_evictions: u64,
     /// Flows freed for being idle longer than the timeout, by a lookup, an insert or the
     /// sweeper.
     pub expiries: u64,
@@ -157,6 +178,8 @@ pub enum ConnTableError {
 struct Meta {
     sig: [u16; WAYS],
     last_seen: [u32; WAYS],
+    /// Bit i set once way i's flow has been seen a second time: see "Eviction".
+    confirmed: u8,
 }
 
 #[derive(Clone, Copy)]
@@ -212,6 +235,7 @@ impl Set {
         meta: Meta {
             sig: [EMPTY; WAYS],
             last_seen: [0; WAYS],
+            confirmed: 0,
         },
         entries: [Entry::EMPTY; WAYS],
     };
@@ -276,6 +300,26 @@ fn signature(hash: u64) -> u16 {
     ((hash >> 48) as u16).max(1)
 }
 
+/// The flow hash mixed with a table's secret key: a bijection of the hash for any key (the
+/// xor, then two rounds of xor-shift and multiply by an odd constant), so placement stays
+/// as uniform as the flow hash, but which set a flow lands in cannot be computed without the
+/// key. Not a cryptographic function: it spares the table sets filled by crafted tuples
+/// computed offline from the public flow hash, for ten instructions per call.
+#[inline(always)]
+fn keyed_mix(hash: u64, key: u64) -> u64 {
+    const M: u64 = 0xd6e8_feb8_6659_fd93;
+    let mut x = hash ^ key;
+    x = (x ^ x >> 32).wrapping_mul(M);
+    x = (x ^ x >> 32).wrapping_mul(M);
+    x ^ x >> 32
+}
+
+/// A placement key from the process's random source (std's hash keys, seeded from the OS).
+fn random_key() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64)
+}
+
 /// A per-worker, fixed-capacity flow table. See the module documentation for the layout and
 /// the time model. All methods are O(1) (`expire_some` is O(budget)), allocate nothing and
 /// cannot panic.
@@ -284,6 +328,8 @@ pub struct ConnTable {
     /// always a valid index.
     sets: HugeSlice<Set>,
     set_mask: usize,
+    /// This table's secret for placing flows in sets (see "Placement").
+    placement_key: u64,
     tick_shift: u32,
     timeout_ticks: u32,
     idle_timeout: u64,
@@ -298,6 +344,16 @@ impl ConnTable {
     /// without a lookup, in the unit of the `now` the caller will pass. Allocates all of its
     /// memory here.
     pub fn new(capacity: usize, idle_timeout: u64) -> Result<Self, ConnTableError> {
+        Self::with_placement_key(capacity, idle_timeout, random_key())
+    }
+
+    /// [`ConnTable::new`] with a given placement key instead of a random one: for tests and
+    /// benchmarks that need the same placement on every run. A daemon never uses it.
+    pub fn with_placement_key(
+        capacity: usize,
+        idle_timeout: u64,
+        placement_key: u64,
+    ) -> Result<Self, ConnTableError> {
         if capacity == 0 {
             return Err(ConnTableError::ZeroCapacity);
         }
@@ -322,6 +378,7 @@ impl ConnTable {
         Ok(Self {
             sets,
             set_mask: set_count - 1,
+            placement_key,
             tick_shift,
             timeout_ticks: (idle_timeout >> tick_shift) as u32,
             idle_timeout,
@@ -366,16 +423,18 @@ impl ConnTable {
         (now >> self.tick_shift) as u32
     }
 
+    /// The set and the signature of a flow hash, through this table's keyed mix.
     #[inline(always)]
-    fn set_index(&self, hash: u64) -> usize {
-        hash as usize & self.set_mask
+    fn place(&self, hash: u64) -> (usize, u16) {
+        let placed = keyed_mix(hash, self.placement_key);
+        (placed as usize & self.set_mask, signature(placed))
     }
 
     /// Starts loading the set `hash` maps to. Call it for the packets a few places ahead in
     /// the burst, so the line arrives before their [`ConnTable::lookup`].
     #[inline]
     pub fn prefetch(&self, hash: u64) {
-        if let Some(set) = self.sets.get(self.set_index(hash)) {
+        if let Some(set) = self.sets.get(self.place(hash).0) {
             prefetch_line(&set.meta);
         }
     }
@@ -386,10 +445,11 @@ impl ConnTable {
     /// the ways this returns, which spares the lookup comparing the signatures again.
     #[inline]
     pub fn prefetch_entries(&self, hash: u64) -> u8 {
-        let Some(set) = self.sets.get(self.set_index(hash)) else {
+        let (index, sig) = self.place(hash);
+        let Some(set) = self.sets.get(index) else {
             return 0;
         };
-        let ways = set.ways_with(signature(hash));
+        let ways = set.ways_with(sig);
         let mut candidates = ways;
         while candidates != 0 {
             if let Some(entry) = set.entries.get(candidates.trailing_zeros() as usize) {
@@ -408,11 +468,8 @@ impl ConnTable {
     /// `key.flow_hash()` (or `fragment_hash()`: whichever the caller keys the flow by).
     #[inline]
     pub fn lookup(&mut self, key: &FiveTuple, hash: u64, now: u64) -> Option<FlowValue> {
-        let index = self.set_index(hash);
-        let way = self
-            .sets
-            .get(index)
-            .and_then(|set| set.find(signature(hash), key));
+        let (index, sig) = self.place(hash);
+        let way = self.sets.get(index).and_then(|set| set.find(sig, key));
         self.take_hit(index, way, now)
     }
 
@@ -428,8 +485,7 @@ impl ConnTable {
         ways: u8,
         now: u64,
     ) -> Option<FlowValue> {
-        let index = self.set_index(hash);
-        let sig = signature(hash);
+        let (index, sig) = self.place(hash);
         if let Some(set) = self.sets.get(index) {
             let mut candidates = u32::from(ways);
             while candidates != 0 {
@@ -470,6 +526,7 @@ impl ConnTable {
             return None;
         }
         *last_seen = now;
+        set.meta.confirmed |= 1 << way;
         self.stats.hits += 1;
         Some(entry.value())
     }
@@ -477,8 +534,9 @@ impl ConnTable {
     /// The flow's value if it is tracked and live at `now`, without refreshing it or
     /// counting anything: for the control plane and tests.
     pub fn peek(&self, key: &FiveTuple, hash: u64, now: u64) -> Option<FlowValue> {
-        let set = self.sets.get(self.set_index(hash))?;
-        let way = set.find(signature(hash), key)?;
+        let (index, sig) = self.place(hash);
+        let set = self.sets.get(index)?;
+        let way = set.find(sig, key)?;
         let last_seen = *set.meta.last_seen.get(way)?;
         if age(self.ticks(now), last_seen) > self.timeout_ticks {
             return None;
@@ -486,9 +544,10 @@ impl ConnTable {
         set.entries.get(way).map(Entry::value)
     }
 
-    /// Tracks `key` with `value` as of `now`. A tracked flow is updated in place. A new flow
-    /// takes, in order of preference, a free way of its set, the way of an expired flow, or
-    /// the way of the least recently seen flow, which is evicted.
+    /// Tracks `key` with `value` as of `now`. A tracked flow is updated in place (and is
+    /// confirmed: it has been seen again). A new flow takes, in order of preference, a free
+    /// way of its set, the way of an expired flow, the way of the least recently seen
+    /// unconfirmed flow, or that of the least recently seen confirmed one.
     #[inline]
     pub fn insert(
         &mut self,
@@ -499,8 +558,7 @@ impl ConnTable {
     ) -> InsertResult {
         let now = self.ticks(now);
         let timeout = self.timeout_ticks;
-        let sig = signature(hash);
-        let index = self.set_index(hash);
+        let (index, sig) = self.place(hash);
         let Some(set) = self.sets.get_mut(index) else {
             // Unreachable by the `set_mask` invariant; behaves as an immediate eviction.
             return InsertResult::Evicted { victim: *key };
@@ -511,45 +569,60 @@ impl ConnTable {
             set.meta.last_seen[way] = now;
             set.entries[way] = Entry::new(key, value);
             if expired {
+                set.meta.confirmed &= !(1 << way);
                 self.stats.expiries += 1;
                 self.stats.inserts += 1;
                 return InsertResult::Inserted;
             }
+            set.meta.confirmed |= 1 << way;
             return InsertResult::Updated;
         }
 
-        let mut oldest = 0;
-        let mut oldest_age = 0;
+        // The oldest flow overall (if it expired, its way is as good as free) and the oldest
+        // of each class, in one pass over the metadata line.
+        let mut oldest = [0usize; 2];
+        let mut oldest_age = [0u32; 2];
+        let mut seen = [false; 2];
         let mut free = None;
         for (way, (&s, &last_seen)) in set.meta.sig.iter().zip(&set.meta.last_seen).enumerate() {
             if s == EMPTY {
                 free = Some(way);
                 break;
             }
+            let class = usize::from(set.meta.confirmed >> way & 1);
             let a = age(now, last_seen);
-            if a > oldest_age {
-                oldest = way;
-                oldest_age = a;
+            if !seen[class] || a > oldest_age[class] {
+                seen[class] = true;
+                oldest[class] = way;
+                oldest_age[class] = a;
             }
         }
+        let expired = (0..2).find(|&c| seen[c] && oldest_age[c] > timeout);
 
-        let (way, result) = match free {
-            Some(way) => {
+        let (way, result) = match (free, expired) {
+            (Some(way), _) => {
                 self.len += 1;
                 (way, InsertResult::Inserted)
             }
-            None if oldest_age > timeout => {
+            (None, Some(class)) => {
                 self.stats.expiries += 1;
-                (oldest, InsertResult::Inserted)
+                (oldest[class], InsertResult::Inserted)
             }
-            None => {
+            (None, None) => {
+                // A one-packet flow gives way first: a flood of new flows (spoofed SYNs)
+                // churns among its own entries and leaves established flows alone.
+                let class = if seen[0] { 0 } else { 1 };
                 self.stats.evictions += 1;
-                let victim = set.entries[oldest].key;
-                (oldest, InsertResult::Evicted { victim })
+                if class == 1 {
+                    self.stats.confirmed_evictions += 1;
+                }
+                let victim = set.entries[oldest[class]].key;
+                (oldest[class], InsertResult::Evicted { victim })
             }
         };
         set.meta.sig[way] = sig;
         set.meta.last_seen[way] = now;
+        set.meta.confirmed &= !(1 << way);
         set.entries[way] = Entry::new(key, value);
         self.stats.inserts += 1;
         result
@@ -558,11 +631,11 @@ impl ConnTable {
     /// Moves a tracked flow to another backend (after the caller found its backend stale),
     /// leaving its VIP, flags and last-seen time alone. `false` if the flow is not tracked.
     pub fn update_backend(&mut self, key: &FiveTuple, hash: u64, backend: u32) -> bool {
-        let index = self.set_index(hash);
+        let (index, sig) = self.place(hash);
         let Some(set) = self.sets.get_mut(index) else {
             return false;
         };
-        match set.find(signature(hash), key) {
+        match set.find(sig, key) {
             Some(way) => {
                 set.entries[way].backend = backend;
                 true
@@ -573,9 +646,9 @@ impl ConnTable {
 
     /// Stops tracking a flow (e.g. after its TCP RST); returns what it held.
     pub fn remove(&mut self, key: &FiveTuple, hash: u64) -> Option<FlowValue> {
-        let index = self.set_index(hash);
+        let (index, sig) = self.place(hash);
         let set = self.sets.get_mut(index)?;
-        let way = set.find(signature(hash), key)?;
+        let way = set.find(sig, key)?;
         set.meta.sig[way] = EMPTY;
         self.len -= 1;
         set.entries.get(way).map(Entry::value)
@@ -747,6 +820,7 @@ mod tests {
                 misses: 2,
                 inserts: 2,
                 evictions: 0,
+                confirmed_evictions: 0,
                 expiries: 0
             }
         );
@@ -1072,8 +1146,8 @@ mod tests {
     #[test]
     fn hinted_lookups_answer_like_plain_ones_even_with_stale_hints() {
         // A small table and pool, so sets fill, evict and reuse ways often.
-        let mut plain = ConnTable::new(64, 3000).unwrap();
-        let mut hinted = ConnTable::new(64, 3000).unwrap();
+        let mut plain = ConnTable::with_placement_key(64, 3000, 7).unwrap();
+        let mut hinted = ConnTable::with_placement_key(64, 3000, 7).unwrap();
         let pool: Vec<(FiveTuple, u64)> =
             (0..512).map(|i| (flow(i), flow(i).flow_hash())).collect();
         let mut rng = SplitMix(11);
@@ -1174,5 +1248,99 @@ mod tests {
         );
         assert!(model.iter().flatten().count() >= table.len());
         assert!(s.hits > 0 && s.evictions > 0 && s.expiries > 0, "{s:?}");
+    }
+
+    /// Flows whose public flow hash puts them in one set of a 1024-set table, as an attacker
+    /// would compute them offline.
+    fn colliding_flows(count: usize) -> Vec<FiveTuple> {
+        let mask = 1023;
+        let target = flow(0).flow_hash() & mask;
+        (0..)
+            .map(flow)
+            .filter(|f| f.flow_hash() & mask == target)
+            .take(count)
+            .collect()
+    }
+
+    #[test]
+    fn crafted_flows_cannot_fill_one_set() {
+        // 64 flows an unkeyed table (set = flow_hash & mask) would all put in one set: 56 of
+        // them would be evicted. With the keyed placement they scatter over 1024 sets.
+        let flows = colliding_flows(64);
+        for key in [0, 1, 0x0123_4567_89ab_cdef, random_key()] {
+            let mut table = ConnTable::with_placement_key(8192, 1000, key).unwrap();
+            for (i, f) in flows.iter().enumerate() {
+                table.insert(f, f.flow_hash(), 0, value(i as u32));
+            }
+            // 64 random balls in 1024 bins of 8 never overflow in practice (p < 1e-12).
+            assert_eq!(table.stats().evictions, 0, "key {key:#x}");
+            assert_eq!(table.len(), 64);
+        }
+    }
+
+    #[test]
+    fn two_tables_place_the_same_flows_differently() {
+        let a = ConnTable::new(8192, 1000).unwrap();
+        let b = ConnTable::new(8192, 1000).unwrap();
+        assert_ne!(a.placement_key, b.placement_key);
+        let differ = (0..64)
+            .map(flow)
+            .filter(|f| a.place(f.flow_hash()).0 != b.place(f.flow_hash()).0)
+            .count();
+        assert!(differ > 50, "only {differ} of 64 flows placed differently");
+    }
+
+    #[test]
+    fn a_flood_of_new_flows_evicts_unconfirmed_flows_first() {
+        // One set. Four established flows (seen twice), then 1000 one-packet flows. A timeout
+        // below 2^16 keeps ticks exact, so the LRU order is the order of `now`.
+        let mut table = ConnTable::new(WAYS, 60_000).unwrap();
+        for i in 0..4 {
+            table.insert(&flow(i), flow(i).flow_hash(), 0, value(i));
+            assert!(table.lookup(&flow(i), flow(i).flow_hash(), 1).is_some());
+        }
+        for i in 1000..2000 {
+            table.insert(&flow(i), flow(i).flow_hash(), u64::from(i), value(i));
+        }
+        for i in 0..4 {
+            assert_eq!(
+                table.peek(&flow(i), flow(i).flow_hash(), 3000),
+                Some(value(i)),
+                "established flow {i} was evicted by the flood"
+            );
+        }
+        let s = table.stats();
+        assert_eq!(s.evictions, 1000 - 4);
+        assert_eq!(s.confirmed_evictions, 0);
+        // The flood's survivors are its four most recent flows.
+        for i in 1996..2000 {
+            assert!(table.peek(&flow(i), flow(i).flow_hash(), 3000).is_some());
+        }
+    }
+
+    #[test]
+    fn a_set_full_of_confirmed_flows_still_takes_a_new_one() {
+        let mut table = ConnTable::new(WAYS, 60_000).unwrap();
+        for i in 0..WAYS as u32 {
+            table.insert(&flow(i), flow(i).flow_hash(), u64::from(i), value(i));
+            // An insert of a tracked flow confirms it as a lookup does.
+            assert_eq!(
+                table.insert(&flow(i), flow(i).flow_hash(), 10 + u64::from(i), value(i)),
+                InsertResult::Updated
+            );
+        }
+        // All confirmed: the least recently seen one (flow 0) gives way.
+        assert_eq!(
+            table.insert(&flow(100), flow(100).flow_hash(), 50, value(100)),
+            InsertResult::Evicted { victim: flow(0) }
+        );
+        // Now the newcomer is the set's only unconfirmed flow: the next newcomer takes its
+        // way, however recent, and the established flows stay.
+        assert_eq!(
+            table.insert(&flow(101), flow(101).flow_hash(), 60, value(101)),
+            InsertResult::Evicted { victim: flow(100) }
+        );
+        let s = table.stats();
+        assert_eq!((s.evictions, s.confirmed_evictions), (2, 1));
     }
 }

@@ -377,6 +377,9 @@ impl Pipeline {
         self.stats.conntrack_misses.set(s.misses);
         self.stats.conntrack_inserts.set(s.inserts);
         self.stats.conntrack_evictions.set(s.evictions);
+        self.stats
+            .conntrack_confirmed_evictions
+            .set(s.confirmed_evictions);
         self.stats.conntrack_expiries.set(s.expiries);
         self.stats.conntrack_flows.set(conntrack.len() as u64);
     }

@@ -157,6 +157,8 @@ pub struct WorkerStats {
     pub conntrack_misses: Counter,
     pub conntrack_inserts: Counter,
     pub conntrack_evictions: Counter,
+    /// The part of `conntrack_evictions` that were confirmed (established) flows.
+    pub conntrack_confirmed_evictions: Counter,
     pub conntrack_expiries: Counter,
     pub conntrack_flows: Counter,
     /// Tracked flows whose backend was gone or down and got a fresh pick.
@@ -189,6 +191,7 @@ impl WorkerStats {
             conntrack_misses: Counter::default(),
             conntrack_inserts: Counter::default(),
             conntrack_evictions: Counter::default(),
+            conntrack_confirmed_evictions: Counter::default(),
             conntrack_expiries: Counter::default(),
             conntrack_flows: Counter::default(),
             conntrack_repicks: Counter::default(),
@@ -406,6 +409,7 @@ pub struct Totals {
     pub conntrack_misses: u64,
     pub conntrack_inserts: u64,
     pub conntrack_evictions: u64,
+    pub conntrack_confirmed_evictions: u64,
     pub conntrack_expiries: u64,
     pub conntrack_flows: u64,
     pub conntrack_repicks: u64,
@@ -447,6 +451,7 @@ impl Totals {
             t.conntrack_misses += w.conntrack_misses.get();
             t.conntrack_inserts += w.conntrack_inserts.get();
             t.conntrack_evictions += w.conntrack_evictions.get();
+            t.conntrack_confirmed_evictions += w.conntrack_confirmed_evictions.get();
             t.conntrack_expiries += w.conntrack_expiries.get();
             t.conntrack_flows += w.conntrack_flows.get();
             t.conntrack_repicks += w.conntrack_repicks.get();

@@ -975,8 +975,8 @@ pub fn totals_text(s: &StatsReport) -> String {
     let c = &s.conntrack;
     let _ = writeln!(
         out,
-        "conntrack: {} flows, {} hits, {} misses, {} evictions, {} expiries, {} repicks",
-        c.flows, c.hits, c.misses, c.evictions, c.expiries, c.repicks
+        "conntrack: {} flows, {} hits, {} misses, {} evictions ({} confirmed), {} expiries, {} repicks",
+        c.flows, c.hits, c.misses, c.evictions, c.confirmed_evictions, c.expiries, c.repicks
     );
     let b = &s.burst_cycles;
     let _ = writeln!(

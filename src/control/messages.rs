@@ -390,6 +390,9 @@ pub struct ConntrackStats {
     pub misses: u64,
     pub inserts: u64,
     pub evictions: u64,
+    /// The part of `evictions` that were confirmed (established) flows.
+    #[serde(default)]
+    pub confirmed_evictions: u64,
     pub expiries: u64,
     pub repicks: u64,
 }

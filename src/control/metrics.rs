@@ -129,6 +129,7 @@ pub fn stats_report(
             misses: sum(w, |s| s.conntrack_misses.get()),
             inserts: sum(w, |s| s.conntrack_inserts.get()),
             evictions: sum(w, |s| s.conntrack_evictions.get()),
+            confirmed_evictions: sum(w, |s| s.conntrack_confirmed_evictions.get()),
             expiries: sum(w, |s| s.conntrack_expiries.get()),
             repicks: sum(w, |s| s.conntrack_repicks.get()),
         },
@@ -574,6 +575,11 @@ pub fn prometheus(input: &MetricsInput) -> String {
             "fulcrum_conntrack_evictions_total",
             "Flows pushed out of a full table.",
             c.evictions,
+        ),
+        (
+            "fulcrum_conntrack_confirmed_evictions_total",
+            "Confirmed (seen more than once) flows pushed out of a set full of them.",
+            c.confirmed_evictions,
         ),
         (
             "fulcrum_conntrack_expiries_total",
