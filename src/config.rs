@@ -568,6 +568,21 @@ impl Config {
                 message: "no [[port]] table; add one, e.g. [[port]] device = \"net_tap0,iface=fulcrum0\" address = \"203.0.113.2\"".into(),
             });
         }
+        // Each [[port]] is a DPDK port, and so is its exception TAP: beyond DPDK's
+        // RTE_MAX_ETHPORTS the probe fails at start-up, after much else has been set up.
+        let per_port = 1 + usize::from(self.dataplane.exception_path);
+        let max_ports = crate::stats::MAX_PORTS / per_port;
+        if self.ports.len() > max_ports {
+            return Err(Problem {
+                locus: Locus::Port(max_ports, "device"),
+                message: format!(
+                    "{} [[port]] tables are more than DPDK can drive: it has {} ports and each [[port]] takes {per_port}{}; use at most {max_ports}",
+                    self.ports.len(),
+                    crate::stats::MAX_PORTS,
+                    if per_port == 2 { " (itself and its exception TAP)" } else { "" },
+                ),
+            });
+        }
         let ipv6_user = self.ipv6_user();
         let mut devices = HashMap::new();
         let mut taps = HashMap::new();
@@ -1778,6 +1793,49 @@ write_timeout_ms = 3000
 
     fn key(s: &str) -> VipKey {
         s.parse().unwrap()
+    }
+
+    fn ports(count: usize) -> String {
+        (0..count)
+            .map(|i| {
+                format!(
+                    "[[port]]\ndevice = \"net_ring{i}\"\naddress = \"203.0.113.{}\"\n",
+                    i + 2
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn more_ports_than_dpdk_drives_are_refused() {
+        // 16 ports and their 16 exception TAPs are DPDK's 32.
+        parse(&ports(16));
+        let text = ports(17);
+        // The 17th [[port]] is the one too many.
+        let line = text
+            .lines()
+            .position(|l| l == "device = \"net_ring16\"")
+            .unwrap()
+            + 1;
+        assert_error_at(
+            &text,
+            line,
+            &[
+                "17 [[port]] tables are more than DPDK can drive",
+                "itself and its exception TAP",
+                "use at most 16",
+            ],
+        );
+        // Without the exception path, each port is one DPDK port.
+        let without = format!("[dataplane]\nexception_path = false\n{}", ports(32));
+        parse(&without);
+        let text = format!("[dataplane]\nexception_path = false\n{}", ports(33));
+        let line = text
+            .lines()
+            .position(|l| l == "device = \"net_ring32\"")
+            .unwrap()
+            + 1;
+        assert_error_at(&text, line, &["33 [[port]] tables", "use at most 32"]);
     }
 
     #[test]
