@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use fulcrum::dpdk::{Batch, Eal, Mempool, Port, PortConfig};
 use fulcrum::packet::PacketBuf;
 
@@ -25,13 +23,13 @@ fn ring_loopback_bytes_and_mbuf_accounting() {
         Eal::init(&common::eal_args("ring2", &[])),
         Err(fulcrum::dpdk::DpdkError::AlreadyInitialised)
     ));
-    let pool = Arc::new(Mempool::new("ring_pool", 4095, 0, 2176).expect("mempool"));
+    let pool = Mempool::new(&eal, "ring_pool", 4095, 0, 2176).expect("mempool");
     let size = pool.size();
     assert_eq!(pool.available(), size);
 
     {
         let id = Port::id_by_name("net_ring0").expect("port");
-        let port = Port::start(id, &PortConfig::default(), pool.clone()).expect("start");
+        let port = Port::start(id, &PortConfig::default(), &pool).expect("start");
         let mut rx = port.rx_queue(0).expect("rx queue 0");
         assert!(port.rx_queue(0).is_none(), "a queue is handed out once");
         let mut tx = port.tx_queue(0).expect("tx queue 0");
