@@ -169,7 +169,9 @@ pub fn run(
             h.collect();
             let _ = hist.add(&h.total);
         }
-        (workers, hz, before, after, cpu_before, cpu_after, cycles, secs, hist)
+        (
+            workers, hz, before, after, cpu_before, cpu_after, cycles, secs, hist,
+        )
     })?;
     let (workers, hz, before, after, cpu_before, cpu_after, cycles, secs, hist) = measured.value;
 

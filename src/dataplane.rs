@@ -205,9 +205,8 @@ pub fn run<R>(
         .max()
         .unwrap_or(2048);
     // Rings full, plus each worker's three batches of a burst in flight, plus slack.
-    let needed = all_ports as u32 * workers as u32 * per_port
-        + (workers as u32 * 4 * burst as u32)
-        + 4096;
+    let needed =
+        all_ports as u32 * workers as u32 * per_port + (workers as u32 * 4 * burst as u32) + 4096;
     let pool_size = needed.next_power_of_two() - 1;
     let max_mtu = config.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
     let pool = Mempool::new(

@@ -157,13 +157,8 @@ impl<'pool> Worker<'_, 'pool> {
                         .chunks_mut(BURST)
                         .zip(verdicts[..n].chunks_mut(BURST))
                     {
-                        self.pipeline.process_burst(
-                            self.snapshot.snapshot(),
-                            p,
-                            pkts,
-                            vs,
-                            start,
-                        );
+                        self.pipeline
+                            .process_burst(self.snapshot.snapshot(), p, pkts, vs, start);
                     }
                     let stats = &self.stats;
                     // The usual burst: everything leaves by the port. Send the rx batch as

@@ -86,7 +86,9 @@ impl<'pool, const N: usize> Batch<'pool, N> {
     #[inline]
     pub fn as_mut_slice(&mut self) -> &mut [Mbuf<'pool>] {
         // SAFETY: as in as_slice; &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.slots.as_mut_ptr() as *mut Mbuf<'pool>, self.len) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.slots.as_mut_ptr() as *mut Mbuf<'pool>, self.len)
+        }
     }
 
     /// Frees every mbuf in the batch.
