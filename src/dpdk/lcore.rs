@@ -116,7 +116,7 @@ impl<'scope> Scope<'scope, '_> {
 ///
 /// The `&Eal` keeps the EAL alive (not cleaned up) while workers run.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0373
 /// # use fulcrum::dpdk::{lcore, Eal};
 /// # fn f(eal: Eal) {
 /// // A job may not borrow a local of the scope's closure: it could outlive it.

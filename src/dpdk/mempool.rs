@@ -33,14 +33,14 @@ pub fn data_room_for_mtu(mtu: u16) -> u16 {
 ///
 /// A pool needs a running EAL:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0061
 /// # use fulcrum::dpdk::Mempool;
 /// let pool = Mempool::new("p", 1023, 0, 2176); // no &Eal to give
 /// ```
 ///
 /// An mbuf cannot outlive its pool (a use after free):
 ///
-/// ```compile_fail
+/// ```compile_fail,E0505
 /// # use fulcrum::dpdk::{Eal, Mempool};
 /// # fn f(eal: &Eal) {
 /// let pool = Mempool::new(eal, "p", 1023, 0, 2176).unwrap();
@@ -52,7 +52,7 @@ pub fn data_room_for_mtu(mtu: u16) -> u16 {
 ///
 /// nor can the pool outlive the EAL:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0505
 /// # use fulcrum::dpdk::{Eal, Mempool};
 /// # fn f(eal: Eal) {
 /// let pool = Mempool::new(&eal, "p", 1023, 0, 2176).unwrap();

@@ -11,8 +11,8 @@
 //! Lifetimes order the teardown, so misuse does not compile: a [`Mempool`] borrows the
 //! [`Eal`], an [`Mbuf`] and a [`Port`] borrow their pool, an [`RxQueue`]/[`TxQueue`] borrows
 //! its port, and workers run in an [`lcore::scope`] that waits for them before anything they
-//! borrow can go. The hot path pays nothing for it: no reference counts, no atomics per
-//! packet.
+//! borrow can go. The hot path pays nothing for it: no reference counts taken or dropped
+//! per packet (checking that an mbuf is not shared is a plain load of its refcnt).
 //!
 //! Ownership rule for transmit: `TxQueue::tx_burst` moves the mbufs the PMD accepted out of
 //! the batch; what it did not accept stays in the batch, still owned by the caller. No mbuf can

@@ -101,29 +101,31 @@ pub fn port_stats(id: u16) -> Result<PortStats, DpdkError> {
 /// `'pool` is a borrow of the mempool its RX queues are filled from: the port cannot outlive
 /// it. Its queues borrow the port, so it cannot be stopped or dropped while one is in use:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0502
 /// # use fulcrum::dpdk::{Batch, Mempool, Port, PortConfig};
 /// # fn f(pool: &Mempool) {
 /// let mut port = Port::start(0, &PortConfig::default(), pool).unwrap();
 /// let mut rx = port.rx_queue(0).unwrap();
 /// port.stop(); // the queue still borrows the port
-/// rx.rx_burst(&mut Batch::<'_>::new());
+/// let mut b: Batch = Batch::new();
+/// rx.rx_burst(&mut b);
 /// # }
 /// ```
 ///
-/// ```compile_fail
+/// ```compile_fail,E0505
 /// # use fulcrum::dpdk::{Batch, Mempool, Port, PortConfig};
 /// # fn f(pool: &Mempool) {
 /// let port = Port::start(0, &PortConfig::default(), pool).unwrap();
 /// let mut tx = port.tx_queue(0).unwrap();
 /// drop(port);
-/// tx.tx_burst(&mut Batch::<'_>::new());
+/// let mut b: Batch = Batch::new();
+/// tx.tx_burst(&mut b);
 /// # }
 /// ```
 ///
 /// nor outlive its pool:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0505
 /// # use fulcrum::dpdk::{Eal, Mempool, Port, PortConfig};
 /// # fn f(eal: &Eal) {
 /// let pool = Mempool::new(eal, "p", 1023, 0, 2176).unwrap();
@@ -136,13 +138,13 @@ pub fn port_stats(id: u16) -> Result<PortStats, DpdkError> {
 /// Transmitted mbufs stay in the TX ring until the port is closed, so a TX queue takes only
 /// mbufs of pools that outlive the port's:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0597
 /// # use fulcrum::dpdk::{Batch, Eal, Mempool, Port, PortConfig};
 /// # fn f(eal: &Eal, pool: &Mempool) {
 /// let port = Port::start(0, &PortConfig::default(), pool).unwrap();
 /// let mut tx = port.tx_queue(0).unwrap();
 /// let short = Mempool::new(eal, "short", 1023, 0, 2176).unwrap();
-/// let mut b = Batch::<'_>::new();
+/// let mut b: Batch = Batch::new();
 /// let _ = b.push(short.alloc().unwrap());
 /// tx.tx_burst(&mut b);
 /// drop(b);
@@ -160,7 +162,7 @@ pub fn port_stats(id: u16) -> Result<PortStats, DpdkError> {
 /// let mut port = Port::start(0, &PortConfig::default(), pool).unwrap();
 /// let mut rx = port.rx_queue(0).unwrap();
 /// let mut tx = port.tx_queue(0).unwrap();
-/// let mut b = Batch::<'_>::new();
+/// let mut b: Batch = Batch::new();
 /// rx.rx_burst(&mut b);
 /// tx.tx_burst(&mut b);
 /// drop((rx, tx, b));
