@@ -136,41 +136,44 @@ pub fn run(
 ) -> Result<BenchResult, DataplaneError> {
     let initial = crate::control::initial_specs(config)
         .map_err(|e| DataplaneError::Initial(e.to_string()))?;
-    let (dp, mut handle) = dataplane::start(config, &initial)?;
-    let hz = clock::tsc_hz().max(1);
-    std::thread::sleep(warmup);
-    let workers: Vec<Arc<WorkerStats>> = handle.workers.clone();
-    // Throw away the warm-up's histograms.
-    for h in &mut handle.histograms {
-        h.collect();
-        h.total.reset();
-    }
-    let lcores: Vec<u32> = workers.iter().map(|w| w.lcore).collect();
-    let threads = worker_threads(&lcores);
-    let cpu_before: Vec<Option<u64>> = threads.iter().map(|t| on_cpu_ns(*t)).collect();
-    let before: Vec<Sample> = workers.iter().map(|w| sample(w)).collect();
-    let t0 = Instant::now();
-    let c0 = clock::tsc();
-    let end = t0 + seconds;
-    while Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
+    let measured = dataplane::run(config, &initial, |mut handle| {
+        let hz = clock::tsc_hz().max(1);
+        std::thread::sleep(warmup);
+        let workers: Vec<Arc<WorkerStats>> = handle.workers.clone();
+        // Throw away the warm-up's histograms.
         for h in &mut handle.histograms {
             h.collect();
+            h.total.reset();
         }
-    }
-    let after: Vec<Sample> = workers.iter().map(|w| sample(w)).collect();
-    let cpu_after: Vec<Option<u64>> = threads.iter().map(|t| on_cpu_ns(*t)).collect();
-    let cycles = clock::tsc().wrapping_sub(c0);
-    let secs = t0.elapsed().as_secs_f64();
-    // One more round so the last histograms come home.
-    std::thread::sleep(Duration::from_millis(30));
-    let mut hist = new_burst_histogram();
-    for h in &mut handle.histograms {
-        h.collect();
-        let _ = hist.add(&h.total);
-    }
-    drop(handle);
-    dp.shutdown();
+        let lcores: Vec<u32> = workers.iter().map(|w| w.lcore).collect();
+        let threads = worker_threads(&lcores);
+        let cpu_before: Vec<Option<u64>> = threads.iter().map(|t| on_cpu_ns(*t)).collect();
+        let before: Vec<Sample> = workers.iter().map(|w| sample(w)).collect();
+        let t0 = Instant::now();
+        let c0 = clock::tsc();
+        let end = t0 + seconds;
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+            for h in &mut handle.histograms {
+                h.collect();
+            }
+        }
+        let after: Vec<Sample> = workers.iter().map(|w| sample(w)).collect();
+        let cpu_after: Vec<Option<u64>> = threads.iter().map(|t| on_cpu_ns(*t)).collect();
+        let cycles = clock::tsc().wrapping_sub(c0);
+        let secs = t0.elapsed().as_secs_f64();
+        // One more round so the last histograms come home.
+        std::thread::sleep(Duration::from_millis(30));
+        let mut hist = new_burst_histogram();
+        for h in &mut handle.histograms {
+            h.collect();
+            let _ = hist.add(&h.total);
+        }
+        (
+            workers, hz, before, after, cpu_before, cpu_after, cycles, secs, hist,
+        )
+    })?;
+    let (workers, hz, before, after, cpu_before, cpu_after, cycles, secs, hist) = measured.value;
 
     let mut result = BenchResult {
         seconds: secs,

@@ -1,8 +1,14 @@
 //! Starting and stopping the data plane: EAL, mempool, ports, exception TAPs, workers.
 //!
-//! `start` turns a validated [`Config`] into running workers and a [`DataplaneHandle`] for the
-//! control plane; [`Dataplane::shutdown`] stops the workers, then the ports (which flushes
-//! pcap output), then the EAL.
+//! [`run`] turns a validated [`Config`] into running workers, hands a [`DataplaneHandle`] to
+//! the control plane's closure, and once it returns stops the workers, then the ports (which
+//! flushes pcap output), then the EAL.
+//!
+//! Everything is built before the first worker launches: the ports, every queue, every
+//! worker's conntrack table and pipeline. A start that fails therefore fails with no lcore
+//! running. The workers borrow the ports and the pool that live on `run`'s stack, and run in
+//! an [`lcore::scope`], which waits for them before those can be dropped; a guard sets the
+//! stop flag when the control plane's closure ends, however it ends.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,18 +38,30 @@ pub enum DataplaneError {
     Initial(String),
     #[error("the configuration cannot be turned into tables: {0}")]
     Snapshot(#[from] snapshot::SnapshotError),
-    #[error("conntrack: {0}")]
-    Conntrack(#[from] crate::conntrack::ConnTableError),
+    #[error("worker {worker}: conntrack: {source}")]
+    Conntrack {
+        worker: usize,
+        source: crate::conntrack::ConnTableError,
+    },
 }
 
-/// The running data plane (everything but what the control plane holds).
-pub struct Dataplane {
-    eal: Option<Eal>,
-    ports: Vec<Port>,
-    exception_ports: Vec<Port>,
-    worker_lcores: Vec<u32>,
-    stop: Arc<AtomicBool>,
-    pool: Option<Arc<Mempool>>,
+/// What [`run`] gives back once the data plane has stopped.
+#[derive(Debug)]
+pub struct Stopped<R> {
+    /// The control plane closure's value.
+    pub value: R,
+    /// Mbufs still out of the pool once workers, ports and queues were gone (0 = no leak).
+    pub mempool_in_use: u32,
+}
+
+/// Sets the workers' stop flag when dropped: on every way out of the control plane's
+/// closure, so the lcore scope's wait that follows always ends.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }
 
 /// Adds `-l` (main lcore 0 plus one lcore per worker) unless the EAL arguments choose lcores.
@@ -147,14 +165,20 @@ impl PortCounters for DpdkPortCounters {
     }
 }
 
-/// Starts the EAL, ports and workers for `config`; returns the data plane (to shut down
-/// later) and the control plane's handle. The first snapshot holds `initial` (see
+/// Starts the EAL, ports and workers for `config`, runs `control` with the control plane's
+/// handle on this (the main) thread, and when it returns stops and joins the workers and
+/// releases the ports, the pool and the EAL. The first snapshot holds `initial` (see
 /// `control::initial_specs`), so workers balance from their first packet.
-pub fn start(
+///
+/// An error means nothing is left running: no worker was launched, or the ones that were
+/// have been stopped and waited for.
+pub fn run<R>(
     config: &Config,
     initial: &[VipSpec],
-) -> Result<(Dataplane, DataplaneHandle), DataplaneError> {
+    control: impl FnOnce(DataplaneHandle) -> R,
+) -> Result<Stopped<R>, DataplaneError> {
     let workers = usize::from(config.dataplane.workers);
+    let burst = usize::from(config.dataplane.burst);
     let mut devices: Vec<String> = config.ports.iter().map(|p| p.device.clone()).collect();
     let exception_devices: Vec<Option<String>> = (0..config.ports.len())
         .map(|i| exception_device(config, i))
@@ -180,17 +204,18 @@ pub fn start(
         .map(|p| u32::from(p.rx_desc) + u32::from(p.tx_desc))
         .max()
         .unwrap_or(2048);
-    let needed = all_ports as u32 * workers as u32 * per_port
-        + (workers as u32 * 4 * dpdk::BURST as u32)
-        + 4096;
+    // Rings full, plus each worker's three batches of a burst in flight, plus slack.
+    let needed =
+        all_ports as u32 * workers as u32 * per_port + (workers as u32 * 4 * burst as u32) + 4096;
     let pool_size = needed.next_power_of_two() - 1;
     let max_mtu = config.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
-    let pool = Arc::new(Mempool::new(
+    let pool = Mempool::new(
+        &eal,
         "fulcrum_pool",
         pool_size,
         256,
         dpdk::data_room_for_mtu(max_mtu),
-    )?);
+    )?;
 
     let port_err = |index: usize, device: &str, reason: String| DataplaneError::Port {
         index,
@@ -210,8 +235,8 @@ pub fn start(
             mtu: Some(pc.mtu),
             promiscuous: pc.promiscuous,
         };
-        let port = Port::start(id, &cfg, pool.clone())
-            .map_err(|e| port_err(i, &pc.device, e.to_string()))?;
+        let port =
+            Port::start(id, &cfg, &pool).map_err(|e| port_err(i, &pc.device, e.to_string()))?;
         let mac = match pc.mac {
             Some(m) => {
                 port.set_mac(m.0)
@@ -252,8 +277,7 @@ pub fn start(
             tx_queues: workers as u16,
             ..PortConfig::default()
         };
-        let port =
-            Port::start(id, &cfg, pool.clone()).map_err(|e| port_err(i, dev, e.to_string()))?;
+        let port = Port::start(id, &cfg, &pool).map_err(|e| port_err(i, dev, e.to_string()))?;
         let pc = &config.ports[i];
         if pc.exception_device.is_none() {
             let iface = pc.exception_tap_name(i);
@@ -275,40 +299,37 @@ pub fn start(
         ticks_per_second: hz,
         icmp_rate: 1000,
     };
+    // Every worker, complete (queues taken, conntrack table allocated), before any launches.
+    let mut built = Vec::new();
     let mut all_stats = Vec::new();
     let mut collectors = Vec::new();
     for (w, &lc) in worker_lcores.iter().enumerate() {
         let q = w as u16;
         let mut wports = Vec::new();
         for (i, port) in ports.iter().enumerate() {
-            let take = |p: &Port| -> Result<(RxQueue, TxQueue), DataplaneError> {
-                match (p.rx_queue(q), p.tx_queue(q)) {
-                    (Some(rx), Some(tx)) => Ok((rx, tx)),
-                    _ => Err(DataplaneError::Workers(format!(
-                        "queue {q} of port {} already taken",
-                        p.name()
-                    ))),
-                }
-            };
-            let (rx, tx) = take(port)?;
+            let (rx, tx) = take_queues(port, q)?;
             let exception = match exception_ports.iter().find(|(pi, _)| *pi == i) {
-                Some((_, ep)) => Some(take(ep)?),
+                Some((_, ep)) => Some(take_queues(ep, q)?),
                 None => None,
             };
             wports.push(WorkerPort { rx, tx, exception });
         }
         let stats = Arc::new(WorkerStats::new(w, lc));
         let (exchange, collector) = stats::histogram_exchange();
-        let worker = Worker {
-            ports: wports,
-            pipeline: Pipeline::new(&pipeline_cfg, stats.clone())?,
-            snapshot: publisher.reader(),
-            stats: stats.clone(),
-            histogram: exchange,
-            stop: stop.clone(),
-        };
-        lcore::launch(lc, move || worker.run())?;
-        tracing::info!("worker {w} running on lcore {lc}");
+        let pipeline = Pipeline::new(&pipeline_cfg, stats.clone())
+            .map_err(|source| DataplaneError::Conntrack { worker: w, source })?;
+        built.push((
+            lc,
+            Worker {
+                ports: wports,
+                burst,
+                pipeline,
+                snapshot: publisher.reader(),
+                stats: stats.clone(),
+                histogram: exchange,
+                stop: stop.clone(),
+            },
+        ));
         all_stats.push(stats);
         collectors.push(collector);
     }
@@ -324,36 +345,41 @@ pub fn start(
             ids: ports.iter().map(|p| p.id()).collect(),
         })),
     };
-    let dp = Dataplane {
-        eal: Some(eal),
-        ports,
-        exception_ports: exception_ports.into_iter().map(|(_, p)| p).collect(),
-        worker_lcores,
-        stop,
-        pool: Some(pool),
-    };
-    Ok((dp, handle))
+    let (value, exits) = lcore::scope(&eal, |scope| {
+        let _stop = StopOnDrop(&stop);
+        for (w, (lc, worker)) in built.into_iter().enumerate() {
+            scope.launch(lc, move || worker.run())?;
+            tracing::info!("worker {w} running on lcore {lc}");
+        }
+        Ok::<R, DataplaneError>(control(handle))
+    });
+    for exit in exits.iter().filter(|e| e.code != 0) {
+        tracing::error!("worker on lcore {} exited with {}", exit.lcore, exit.code);
+    }
+    let value = value?;
+    // Ports first (closing them flushes pcap output and returns their rings' mbufs), then
+    // count what is still out of the pool, then the pool and the EAL.
+    drop(ports);
+    drop(exception_ports);
+    let mempool_in_use = pool.in_use();
+    drop(pool);
+    eal.cleanup();
+    Ok(Stopped {
+        value,
+        mempool_in_use,
+    })
 }
 
-impl Dataplane {
-    /// Stops the workers, waits for them, stops and closes the ports (flushing pcap
-    /// output), frees the pool and cleans up the EAL. Returns how many mbufs were still out
-    /// of the pool once everything that could hold one was gone (0 = no leak).
-    pub fn shutdown(mut self) -> u32 {
-        self.stop.store(true, Ordering::SeqCst);
-        for &l in &self.worker_lcores {
-            let code = lcore::wait(l);
-            if code != 0 {
-                tracing::error!("worker on lcore {l} exited with {code}");
-            }
-        }
-        self.ports.clear();
-        self.exception_ports.clear();
-        let in_use = self.pool.as_ref().map_or(0, |p| p.in_use());
-        self.pool.take();
-        if let Some(eal) = self.eal.take() {
-            eal.cleanup();
-        }
-        in_use
+/// Takes RX and TX queue `q` of `port` for one worker.
+fn take_queues<'port, 'pool>(
+    port: &'port Port<'pool>,
+    q: u16,
+) -> Result<(RxQueue<'port, 'pool>, TxQueue<'port, 'pool>), DataplaneError> {
+    match (port.rx_queue(q), port.tx_queue(q)) {
+        (Some(rx), Some(tx)) => Ok((rx, tx)),
+        _ => Err(DataplaneError::Workers(format!(
+            "queue {q} of port {} already taken",
+            port.name()
+        ))),
     }
 }

@@ -46,24 +46,30 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (dataplane, handle) = match fulcrum::dataplane::start(&config, &initial) {
-        Ok(x) => x,
+    let control_config = config.clone();
+    let vips = config.vips.len();
+    let ran = fulcrum::dataplane::run(&config, &initial, |handle| {
+        tracing::info!(
+            "running: {} port(s), {} worker(s), {} VIP(s) configured",
+            handle.ports.len(),
+            handle.workers.len(),
+            vips
+        );
+        let workers = handle.workers.clone();
+        let served = ControlPlane::new(control_config, handle).and_then(|cp| {
+            tracing::info!("control API on {}", cp.local_addr());
+            cp.serve(stop.clone())
+        });
+        tracing::info!("stopping");
+        (served, workers)
+    });
+    let ((served, workers), in_use) = match ran {
+        Ok(s) => (s.value, s.mempool_in_use),
         Err(e) => {
             eprintln!("fulcrum: cannot start the data plane: {e}");
             return ExitCode::from(1);
         }
     };
-    tracing::info!(
-        "running: {} port(s), {} worker(s), {} VIP(s) configured",
-        handle.ports.len(),
-        handle.workers.len(),
-        config.vips.len()
-    );
-    let workers = handle.workers.clone();
-    let served = ControlPlane::new(config, handle).and_then(|cp| {
-        tracing::info!("control API on {}", cp.local_addr());
-        cp.serve(stop.clone())
-    });
     let code = match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -71,8 +77,6 @@ fn run(args: &RunArgs) -> ExitCode {
             ExitCode::from(1)
         }
     };
-    tracing::info!("stopping");
-    let in_use = dataplane.shutdown();
     let mut totals = serde_json::to_value(Totals::of(&workers)).unwrap_or_default();
     totals["mempool_in_use_at_exit"] = in_use.into();
     match serde_json::to_string(&totals) {

@@ -9,23 +9,33 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::config::MAX_BURST;
 use crate::dpdk::{clock, Batch, Mbuf, RxQueue, TxQueue, BURST};
 use crate::packet::PacketBuf;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::snapshot::Reader;
 use crate::stats::{DropReason, HistogramExchange, WorkerStats};
 
-/// One port's queues as a worker owns them.
-pub struct WorkerPort {
-    pub rx: RxQueue,
-    pub tx: TxQueue,
+/// The most packets one batch holds: the largest `[dataplane] burst` allowed.
+const MAX: usize = MAX_BURST as usize;
+
+/// A worker's batch: room for the largest burst, of which `Worker::burst` is used.
+type WorkerBatch<'pool> = Batch<'pool, MAX>;
+
+/// One port's queues as a worker owns them. They borrow their ports (`'port`), whose RX pool
+/// the mbufs borrow (`'pool`).
+pub struct WorkerPort<'port, 'pool> {
+    pub rx: RxQueue<'port, 'pool>,
+    pub tx: TxQueue<'port, 'pool>,
     /// The exception TAP's queues for this port, when the exception path is on.
-    pub exception: Option<(RxQueue, TxQueue)>,
+    pub exception: Option<(RxQueue<'port, 'pool>, TxQueue<'port, 'pool>)>,
 }
 
 /// Everything a worker owns.
-pub struct Worker {
-    pub ports: Vec<WorkerPort>,
+pub struct Worker<'port, 'pool> {
+    pub ports: Vec<WorkerPort<'port, 'pool>>,
+    /// Packets per RX burst (`[dataplane] burst`, 1 to `MAX_BURST`).
+    pub burst: usize,
     pub pipeline: Pipeline,
     pub snapshot: Reader,
     pub stats: Arc<WorkerStats>,
@@ -45,7 +55,13 @@ fn count_burst(stats: &WorkerStats, histogram: &mut HistogramExchange, start: u6
 
 /// Sends a batch; whatever the ring refuses is dropped and counted.
 #[inline]
-fn flush(tx: &mut TxQueue, batch: &mut Batch, stats: &WorkerStats, port: usize, counted: bool) {
+fn flush<'pool>(
+    tx: &mut TxQueue<'_, 'pool>,
+    batch: &mut WorkerBatch<'pool>,
+    stats: &WorkerStats,
+    port: usize,
+    counted: bool,
+) {
     if batch.is_empty() {
         return;
     }
@@ -70,17 +86,30 @@ fn flush(tx: &mut TxQueue, batch: &mut Batch, stats: &WorkerStats, port: usize, 
     }
 }
 
-/// Drops (counted as `buffer`) the chained mbufs of `batch`. The pool's buffers hold a whole
-/// frame of the configured MTU, so the exception device only chains a frame larger than the
-/// port can carry; a chain sent to a port without multi-segment TX would go out truncated and
-/// leak its other segments.
-fn drop_chains(batch: &mut Batch, stats: &WorkerStats) {
-    if batch.as_slice().iter().all(Mbuf::is_contiguous) {
+/// Whether the worker can process and send `m`: one segment, and ours alone.
+#[inline]
+fn usable(m: &Mbuf<'_>) -> bool {
+    m.is_contiguous() && m.is_exclusive()
+}
+
+/// Drops (counted as `buffer`) the mbufs of `batch` the worker cannot handle. Chains: the
+/// pool's buffers hold a whole frame of the configured MTU, so a device only chains a frame
+/// larger than the port can carry, and a chain sent to a port without multi-segment TX would
+/// go out truncated and leak its other segments. Shared mbufs (a PMD's indirect or external
+/// buffers): their bytes are read-only, and the pipeline rewrites packets in place.
+#[inline]
+fn drop_unusable(batch: &mut WorkerBatch<'_>, stats: &WorkerStats) {
+    if batch.as_slice().iter().all(usable) {
         return;
     }
-    let mut whole: Batch = Batch::new();
+    drop_unusable_slow(batch, stats);
+}
+
+#[cold]
+fn drop_unusable_slow(batch: &mut WorkerBatch<'_>, stats: &WorkerStats) {
+    let mut whole: WorkerBatch<'_> = Batch::new();
     batch.drain_into(|m: Mbuf| {
-        if m.is_contiguous() {
+        if usable(&m) {
             // whole has the room: it receives at most what batch held.
             let _ = whole.push(m);
         } else {
@@ -90,13 +119,14 @@ fn drop_chains(batch: &mut Batch, stats: &WorkerStats) {
     std::mem::swap(batch, &mut whole);
 }
 
-impl Worker {
+impl<'pool> Worker<'_, 'pool> {
     /// Runs until `stop` is set. Returns 0 (the lcore's exit code).
     pub fn run(mut self) -> i32 {
-        let mut rx_batch: Batch = Batch::new();
-        let mut out: Batch = Batch::new();
-        let mut to_kernel: Batch = Batch::new();
-        let mut verdicts = [Verdict::Drop(DropReason::Parse); BURST];
+        let burst = self.burst.clamp(1, MAX);
+        let mut rx_batch: WorkerBatch<'pool> = Batch::new();
+        let mut out: WorkerBatch<'pool> = Batch::new();
+        let mut to_kernel: WorkerBatch<'pool> = Batch::new();
+        let mut verdicts = [Verdict::Drop(DropReason::Parse); MAX];
         self.stats
             .snapshot_version
             .set(self.snapshot.snapshot().version);
@@ -109,21 +139,27 @@ impl Worker {
             }
             self.histogram.trade();
             for (p, port) in self.ports.iter_mut().enumerate() {
-                let n = port.rx.rx_burst(&mut rx_batch);
-                if n > 0 {
+                let received = port.rx.rx_burst_up_to(&mut rx_batch, burst);
+                if received > 0 {
                     let start = clock::tsc();
                     if let Some(c) = self.stats.rx.get(p) {
                         let bytes: usize = rx_batch.as_slice().iter().map(|m| m.len()).sum();
-                        c.packets.add(n as u64);
+                        c.packets.add(received as u64);
                         c.bytes.add(bytes as u64);
                     }
-                    self.pipeline.process_burst(
-                        self.snapshot.snapshot(),
-                        p,
-                        rx_batch.as_mut_slice(),
-                        &mut verdicts[..n],
-                        start,
-                    );
+                    drop_unusable(&mut rx_batch, &self.stats);
+                    let n = rx_batch.len();
+                    // The pipeline takes up to BURST packets at a time (its per-packet
+                    // state is sized by it); a larger configured burst goes through in
+                    // pieces.
+                    for (pkts, vs) in rx_batch
+                        .as_mut_slice()
+                        .chunks_mut(BURST)
+                        .zip(verdicts[..n].chunks_mut(BURST))
+                    {
+                        self.pipeline
+                            .process_burst(self.snapshot.snapshot(), p, pkts, vs, start);
+                    }
                     let stats = &self.stats;
                     // The usual burst: everything leaves by the port. Send the rx batch as
                     // it is instead of moving each mbuf into another batch.
@@ -140,7 +176,7 @@ impl Worker {
                             match v {
                                 Verdict::Forward | Verdict::Reply => {
                                     // out has room: it is flushed whenever the rx batch is
-                                    // done, and one rx batch holds at most BURST packets.
+                                    // done, and both have the same capacity.
                                     let _ = out.push(m);
                                 }
                                 Verdict::Exception => {
@@ -161,12 +197,12 @@ impl Worker {
                             flush(exc_tx, &mut to_kernel, stats, p, false);
                         }
                     }
-                    count_burst(stats, &mut self.histogram, start, n);
+                    count_burst(stats, &mut self.histogram, start, received);
                 }
                 if let Some((exc_rx, _)) = port.exception.as_mut() {
-                    let k = exc_rx.rx_burst(&mut out);
+                    let k = exc_rx.rx_burst_up_to(&mut out, burst);
                     if k > 0 {
-                        drop_chains(&mut out, &self.stats);
+                        drop_unusable(&mut out, &self.stats);
                         if let Some(c) = self.stats.from_kernel.get(p) {
                             for m in out.as_slice() {
                                 c.add(m.len());

@@ -403,43 +403,48 @@ fn adoption_by_the_worker_in_process_at_scale() {
     let config = fulcrum::config::from_str(&scale_config(dir.path(), &prefix), "scale.toml")
         .unwrap_or_else(|e| panic!("{e}"));
     let mut specs = fulcrum::control::initial_specs(&config).unwrap();
-    let (dataplane, mut handle) = fulcrum::dataplane::start(&config, &specs).unwrap();
-    let workers = handle.workers.clone();
-    let (mut build, mut reclaim, mut adopted, mut late) = (Vec::new(), Vec::new(), Vec::new(), 0);
-    for i in 0..100 {
-        specs[i].backends[0].weight = 2;
-        let version = handle.publisher.version() + 1;
-        let building = Instant::now();
-        let previous = handle.publisher.current();
-        let next =
-            fulcrum::snapshot::build(version, &specs, &handle.ports, Some(&previous)).unwrap();
-        drop(previous);
-        build.push(building.elapsed().as_secs_f64() * 1e6);
-        // A publish swaps the pointer, then frees the retired snapshots no worker holds (the
-        // one before last: ~100 µs for its 100,000-entry backend array). Freeing them first
-        // leaves the swap alone in the timed publish; the worker still holds the last one.
-        let reclaiming = Instant::now();
-        handle.publisher.reclaim();
-        reclaim.push(reclaiming.elapsed().as_secs_f64() * 1e6);
-        let publishing = Instant::now();
-        handle.publisher.publish(next);
-        // A tight spin: a yield on a shared core could hand it away for a time slice and
-        // measure the scheduler instead of the worker.
-        loop {
-            if fulcrum::control::workers_at(&workers, version) {
-                adopted.push(publishing.elapsed().as_secs_f64() * 1e6);
-                break;
+    let initial = specs.clone();
+    let stopped = fulcrum::dataplane::run(&config, &initial, |mut handle| {
+        let workers = handle.workers.clone();
+        let (mut build, mut reclaim, mut adopted, mut late) =
+            (Vec::new(), Vec::new(), Vec::new(), 0);
+        for i in 0..100 {
+            specs[i].backends[0].weight = 2;
+            let version = handle.publisher.version() + 1;
+            let building = Instant::now();
+            let previous = handle.publisher.current();
+            let next =
+                fulcrum::snapshot::build(version, &specs, &handle.ports, Some(&previous)).unwrap();
+            drop(previous);
+            build.push(building.elapsed().as_secs_f64() * 1e6);
+            // A publish swaps the pointer, then frees the retired snapshots no worker holds (the
+            // one before last: ~100 µs for its 100,000-entry backend array). Freeing them first
+            // leaves the swap alone in the timed publish; the worker still holds the last one.
+            let reclaiming = Instant::now();
+            handle.publisher.reclaim();
+            reclaim.push(reclaiming.elapsed().as_secs_f64() * 1e6);
+            let publishing = Instant::now();
+            handle.publisher.publish(next);
+            // A tight spin: a yield on a shared core could hand it away for a time slice and
+            // measure the scheduler instead of the worker.
+            loop {
+                if fulcrum::control::workers_at(&workers, version) {
+                    adopted.push(publishing.elapsed().as_secs_f64() * 1e6);
+                    break;
+                }
+                if publishing.elapsed() > Duration::from_millis(50) {
+                    late += 1;
+                    break;
+                }
+                std::hint::spin_loop();
             }
-            if publishing.elapsed() > Duration::from_millis(50) {
-                late += 1;
-                break;
-            }
-            std::hint::spin_loop();
         }
-    }
-    let forwarded = workers[0].total_tx_packets();
-    drop(handle);
-    assert_eq!(dataplane.shutdown(), 0, "mbufs leaked");
+        let forwarded = workers[0].total_tx_packets();
+        (build, reclaim, adopted, late, forwarded)
+    })
+    .unwrap();
+    assert_eq!(stopped.mempool_in_use, 0, "mbufs leaked");
+    let (mut build, mut reclaim, mut adopted, late, forwarded) = stopped.value;
     eprintln!("in process, 100 VIPs x 1000 backends, {forwarded} packets forwarded meanwhile:");
     summary("snapshot build (one VIP's table rebuilt)", &mut build);
     summary("free the retired snapshot (control thread)", &mut reclaim);

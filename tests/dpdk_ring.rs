@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use fulcrum::dpdk::{Batch, Eal, Mempool, Port, PortConfig};
 use fulcrum::packet::PacketBuf;
 
@@ -25,13 +23,13 @@ fn ring_loopback_bytes_and_mbuf_accounting() {
         Eal::init(&common::eal_args("ring2", &[])),
         Err(fulcrum::dpdk::DpdkError::AlreadyInitialised)
     ));
-    let pool = Arc::new(Mempool::new("ring_pool", 4095, 0, 2176).expect("mempool"));
+    let pool = Mempool::new(&eal, "ring_pool", 4095, 0, 2176).expect("mempool");
     let size = pool.size();
     assert_eq!(pool.available(), size);
 
     {
         let id = Port::id_by_name("net_ring0").expect("port");
-        let port = Port::start(id, &PortConfig::default(), pool.clone()).expect("start");
+        let port = Port::start(id, &PortConfig::default(), &pool).expect("start");
         let mut rx = port.rx_queue(0).expect("rx queue 0");
         assert!(port.rx_queue(0).is_none(), "a queue is handed out once");
         let mut tx = port.tx_queue(0).expect("tx queue 0");
@@ -61,6 +59,48 @@ fn ring_loopback_bytes_and_mbuf_accounting() {
             assert!(m.is_contiguous());
         }
         assert_eq!(pool.available(), size, "the mbuf went back on drop");
+
+        // A shared mbuf (an indirect clone shares its bytes) is read-only, and changing
+        // nothing is what a refusal means.
+        {
+            let mut m = pool.alloc().expect("alloc");
+            assert!(m.set_data(&[1, 2, 3, 4]));
+            assert!(m.is_exclusive());
+            let mut c = m.share(&pool).expect("clone");
+            assert_eq!(c.data(), &[1, 2, 3, 4], "the clone sees the same bytes");
+            for x in [&mut m, &mut c] {
+                assert!(!x.is_exclusive());
+                assert!(x.try_data_mut().is_none());
+                assert!(x.data_mut().is_empty(), "no &mut to shared bytes");
+                assert!(x.prepend(4).is_none());
+                assert!(x.append(1).is_none());
+                assert!(!x.set_data(&[9]));
+                assert!(!x.adj(1));
+                assert!(!x.trim(1));
+                assert_eq!(x.data(), &[1, 2, 3, 4], "unchanged");
+            }
+            drop(c);
+            assert!(m.is_exclusive(), "ours alone again once the clone is gone");
+            m.try_data_mut().expect("writable")[0] = 7;
+            assert_eq!(m.data(), &[7, 2, 3, 4]);
+        }
+        assert_eq!(pool.available(), size, "mbuf and clone went back");
+
+        // A chain refuses append and set_data without touching it.
+        {
+            let mut head = pool.alloc().expect("alloc");
+            assert!(head.set_data(&[1, 2, 3]));
+            let mut tail = pool.alloc().expect("alloc");
+            assert!(tail.set_data(&[4, 5]));
+            head.chain(tail).expect("chain of two");
+            assert_eq!(head.segments(), 2);
+            assert!(!head.is_contiguous());
+            assert!(head.append(1).is_none());
+            assert!(!head.set_data(&[9, 9]));
+            assert_eq!(head.data(), &[1, 2, 3], "first segment unchanged");
+            assert_eq!(head.segments(), 2, "chain unchanged");
+        }
+        assert_eq!(pool.available(), size, "both segments went back");
 
         // (1) Loopback: send 4 bursts, receive them back and compare bytes.
         let mut seq = 0u32;

@@ -2,21 +2,19 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use fulcrum::dpdk::{Eal, Mempool, Port, PortConfig};
 
 #[test]
 fn two_queue_port_with_rss_starts() {
     let eal = Eal::init(&common::eal_args("rss", &["net_null0"])).expect("EAL init");
-    let pool = Arc::new(Mempool::new("rss_pool", 4095, 0, 2176).expect("mempool"));
+    let pool = Mempool::new(&eal, "rss_pool", 4095, 0, 2176).expect("mempool");
     let id = Port::id_by_name("net_null0").expect("port");
     let cfg = PortConfig {
         rx_queues: 2,
         tx_queues: 2,
         ..PortConfig::default()
     };
-    let port = Port::start(id, &cfg, pool.clone()).expect("start with 2 queues");
+    let port = Port::start(id, &cfg, &pool).expect("start with 2 queues");
     assert_eq!(port.rx_queue_count(), 2);
     assert_eq!(port.device_queue_counts().expect("info"), (2, 2));
     assert_ne!(port.rss_hash_functions(), 0, "RSS over IP/TCP/UDP enabled");

@@ -896,3 +896,19 @@ fn fragments_obey_the_vip_port_and_frames_to_other_macs_are_dropped() {
         assert_eq!(used.len(), 1, "one backend for {flow:?}: {used:?}");
     }
 }
+
+/// `[dataplane] burst` sets how many packets a worker takes per RX burst: net_pcap hands over
+/// as many as asked for, so 1000 queued packets arrive in ceil(1000 / burst) bursts.
+#[test]
+fn the_configured_burst_sizes_rx_bursts() {
+    let vip = v4("192.0.2.10");
+    let frames: Vec<Vec<u8>> = (0..1000)
+        .map(|i| tcp_frame(client_v4(i), vip, 1024 + i as u16, 80, SYN, b""))
+        .collect();
+    let vips = vip_toml("192.0.2.10:80", "tcp", "ipip", "", &[("198.51.100.11", 1)]);
+    let o = run_fulcrum_with(&frames, &vips, "", 1500, "burst = 256");
+    assert_clean_exit(&o);
+    assert_eq!(o.total("rx_packets"), 1000, "{}", o.stderr);
+    assert_eq!(o.out.len(), 1000, "every packet forwarded");
+    assert_eq!(o.total("bursts"), 4, "1000 packets in bursts of up to 256");
+}

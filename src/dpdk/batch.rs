@@ -6,19 +6,20 @@ use super::Mbuf;
 pub const BURST: usize = 32;
 
 /// A fixed-capacity burst of owned mbufs, kept on the stack: receiving and transmitting a
-/// burst allocates nothing. Dropping a batch frees the mbufs still in it.
-pub struct Batch<const N: usize = BURST> {
-    slots: [MaybeUninit<Mbuf>; N],
+/// burst allocates nothing. Dropping a batch frees the mbufs still in it. `'pool` is the
+/// mbufs' (see [`Mbuf`]).
+pub struct Batch<'pool, const N: usize = BURST> {
+    slots: [MaybeUninit<Mbuf<'pool>>; N],
     len: usize,
 }
 
-impl<const N: usize> Default for Batch<N> {
+impl<const N: usize> Default for Batch<'_, N> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const N: usize> Batch<N> {
+impl<'pool, const N: usize> Batch<'pool, N> {
     pub const CAPACITY: usize = N;
 
     /// An empty batch.
@@ -53,7 +54,7 @@ impl<const N: usize> Batch<N> {
 
     /// Adds an mbuf; gives it back when the batch is full.
     #[inline]
-    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+    pub fn push(&mut self, m: Mbuf<'pool>) -> Result<(), Mbuf<'pool>> {
         if self.len == N {
             return Err(m);
         }
@@ -64,7 +65,7 @@ impl<const N: usize> Batch<N> {
 
     /// Removes the last mbuf.
     #[inline]
-    pub fn pop(&mut self) -> Option<Mbuf> {
+    pub fn pop(&mut self) -> Option<Mbuf<'pool>> {
         if self.len == 0 {
             return None;
         }
@@ -76,16 +77,18 @@ impl<const N: usize> Batch<N> {
 
     /// The mbufs in the batch.
     #[inline]
-    pub fn as_slice(&self) -> &[Mbuf] {
+    pub fn as_slice(&self) -> &[Mbuf<'pool>] {
         // SAFETY: slots[..len] are initialised, and MaybeUninit<Mbuf> has Mbuf's layout.
-        unsafe { std::slice::from_raw_parts(self.slots.as_ptr() as *const Mbuf, self.len) }
+        unsafe { std::slice::from_raw_parts(self.slots.as_ptr() as *const Mbuf<'pool>, self.len) }
     }
 
     /// The mbufs in the batch, mutable.
     #[inline]
-    pub fn as_mut_slice(&mut self) -> &mut [Mbuf] {
+    pub fn as_mut_slice(&mut self) -> &mut [Mbuf<'pool>] {
         // SAFETY: as in as_slice; &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.slots.as_mut_ptr() as *mut Mbuf, self.len) }
+        unsafe {
+            std::slice::from_raw_parts_mut(self.slots.as_mut_ptr() as *mut Mbuf<'pool>, self.len)
+        }
     }
 
     /// Frees every mbuf in the batch.
@@ -97,7 +100,7 @@ impl<const N: usize> Batch<N> {
 
     /// Moves every mbuf out, in order, into `f`.
     #[inline]
-    pub fn drain_into(&mut self, mut f: impl FnMut(Mbuf)) {
+    pub fn drain_into(&mut self, mut f: impl FnMut(Mbuf<'pool>)) {
         let n = self.len;
         self.len = 0;
         for slot in &mut self.slots[..n] {
@@ -117,11 +120,12 @@ impl<const N: usize> Batch<N> {
     /// Records that rx_burst initialised `n` more slots.
     ///
     /// # Safety
-    /// The `n` slots after the current length must now hold valid, exclusively owned mbufs.
+    /// The `n` slots after the current length must now hold mbuf pointers that satisfy
+    /// [`Mbuf::from_raw`]'s contract for `'pool`, and `len + n` must not exceed `N`.
     #[inline]
     pub(crate) unsafe fn assume_filled(&mut self, n: usize) {
         debug_assert!(self.len + n <= N);
-        self.len += n;
+        self.len = (self.len + n).min(N);
     }
 
     /// Raw pointer to the first mbuf, for tx_burst.
@@ -138,13 +142,16 @@ impl<const N: usize> Batch<N> {
     pub(crate) unsafe fn forget_front(&mut self, n: usize) {
         let n = n.min(self.len);
         let rest = self.len - n;
-        // SAFETY (of the copy): both ranges lie inside slots; ptr::copy handles overlap.
-        std::ptr::copy(self.slots.as_ptr().add(n), self.slots.as_mut_ptr(), rest);
+        // SAFETY: slots[n..len] are initialised and both ranges lie inside slots (n <= len
+        // <= N); ptr::copy handles the overlap. The first n were handed over (caller
+        // contract), so overwriting them leaks nothing, and after the copy slots[..rest] are
+        // the live ones, each owned once.
+        unsafe { std::ptr::copy(self.slots.as_ptr().add(n), self.slots.as_mut_ptr(), rest) };
         self.len = rest;
     }
 }
 
-impl<const N: usize> Drop for Batch<N> {
+impl<const N: usize> Drop for Batch<'_, N> {
     fn drop(&mut self) {
         self.clear();
     }

@@ -112,18 +112,28 @@ impl Eal {
         Ok(())
     }
 
-    /// Releases the EAL's resources. Ports, queues and mempools must be dropped first.
-    /// Also removes this process's runtime directory (`/var/run/dpdk/<file-prefix>`), which
-    /// the EAL leaves behind: every test and benchmark run uses its own prefix, and the
-    /// directories would pile up.
+    /// Releases the EAL's resources: the same as dropping the handle. Every pool, port and
+    /// worker scope borrows the `Eal`, so the compiler makes sure they are gone first.
     pub fn cleanup(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Eal {
+    /// Cleans up the EAL. Also removes this process's runtime directory
+    /// (`/var/run/dpdk/<file-prefix>`), which the EAL leaves behind: every test and benchmark
+    /// run uses its own prefix, and the directories would pile up.
+    fn drop(&mut self) {
         // SAFETY: the EAL is initialised; the returned pointer is a NUL-terminated string
         // owned by the EAL, copied out before cleanup frees anything.
         let runtime_dir = unsafe {
             let p = dpdk_sys::rte_eal_get_runtime_dir();
             (!p.is_null()).then(|| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
         };
-        // SAFETY: called once (consumes the handle) after the caller dropped its DPDK objects.
+        // SAFETY: runs once (the only `Eal` is dropped once). Mempools, ports and lcore scopes
+        // borrow the `Eal`, so none is alive and no worker lcore is running; an object leaked
+        // with mem::forget is never used again, so the memory cleanup frees under it is not
+        // read either.
         unsafe {
             dpdk_sys::rte_eal_cleanup();
         }

@@ -2,7 +2,6 @@ use std::cell::Cell;
 use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use super::mempool::{FRAME_OVERHEAD, MBUF_HEADROOM};
 use super::{Batch, DpdkError, Mempool};
@@ -98,21 +97,95 @@ pub fn port_stats(id: u16) -> Result<PortStats, DpdkError> {
 }
 
 /// An Ethernet port: configured, started, and handing out its queues once each.
-pub struct Port {
+///
+/// `'pool` is a borrow of the mempool its RX queues are filled from: the port cannot outlive
+/// it. Its queues borrow the port, so it cannot be stopped or dropped while one is in use:
+///
+/// ```compile_fail,E0502
+/// # use fulcrum::dpdk::{Batch, Mempool, Port, PortConfig};
+/// # fn f(pool: &Mempool) {
+/// let mut port = Port::start(0, &PortConfig::default(), pool).unwrap();
+/// let mut rx = port.rx_queue(0).unwrap();
+/// port.stop(); // the queue still borrows the port
+/// let mut b: Batch = Batch::new();
+/// rx.rx_burst(&mut b);
+/// # }
+/// ```
+///
+/// ```compile_fail,E0505
+/// # use fulcrum::dpdk::{Batch, Mempool, Port, PortConfig};
+/// # fn f(pool: &Mempool) {
+/// let port = Port::start(0, &PortConfig::default(), pool).unwrap();
+/// let mut tx = port.tx_queue(0).unwrap();
+/// drop(port);
+/// let mut b: Batch = Batch::new();
+/// tx.tx_burst(&mut b);
+/// # }
+/// ```
+///
+/// nor outlive its pool:
+///
+/// ```compile_fail,E0505
+/// # use fulcrum::dpdk::{Eal, Mempool, Port, PortConfig};
+/// # fn f(eal: &Eal) {
+/// let pool = Mempool::new(eal, "p", 1023, 0, 2176).unwrap();
+/// let port = Port::start(0, &PortConfig::default(), &pool).unwrap();
+/// drop(pool);
+/// drop(port);
+/// # }
+/// ```
+///
+/// Transmitted mbufs stay in the TX ring until the port is closed, so a TX queue takes only
+/// mbufs of pools that outlive the port's:
+///
+/// ```compile_fail,E0597
+/// # use fulcrum::dpdk::{Batch, Eal, Mempool, Port, PortConfig};
+/// # fn f(eal: &Eal, pool: &Mempool) {
+/// let port = Port::start(0, &PortConfig::default(), pool).unwrap();
+/// let mut tx = port.tx_queue(0).unwrap();
+/// let short = Mempool::new(eal, "short", 1023, 0, 2176).unwrap();
+/// let mut b: Batch = Batch::new();
+/// let _ = b.push(short.alloc().unwrap());
+/// tx.tx_burst(&mut b);
+/// drop(b);
+/// drop(short); // its mbuf may still sit in the port's TX ring
+/// drop(tx);
+/// drop(port);
+/// # }
+/// ```
+///
+/// In the right order it compiles:
+///
+/// ```no_run
+/// # use fulcrum::dpdk::{Batch, Mempool, Port, PortConfig};
+/// # fn f(pool: &Mempool) {
+/// let mut port = Port::start(0, &PortConfig::default(), pool).unwrap();
+/// let mut rx = port.rx_queue(0).unwrap();
+/// let mut tx = port.tx_queue(0).unwrap();
+/// let mut b: Batch = Batch::new();
+/// rx.rx_burst(&mut b);
+/// tx.tx_burst(&mut b);
+/// drop((rx, tx, b));
+/// port.stop();
+/// # }
+/// ```
+pub struct Port<'pool> {
     id: u16,
     name: String,
     rx_queues: u16,
     tx_queues: u16,
     rss_hf: u64,
-    /// Bit i set = queue i handed out (RX in the low 32 bits... see take_queue).
+    /// Bit i set = queue i handed out.
     taken_rx: AtomicU64,
     taken_tx: AtomicU64,
     started: bool,
-    // Keeps the RX pool alive while the port may still write into its buffers.
-    _pool: Arc<Mempool>,
+    /// The RX pool, borrowed for as long as the port may write into its buffers. Invariant
+    /// in 'pool: a port must not pass for one of a shorter-lived pool, or its TX queues would
+    /// take mbufs that die before the port releases them.
+    _pool: PhantomData<fn(&'pool ()) -> &'pool ()>,
 }
 
-impl Port {
+impl<'pool> Port<'pool> {
     /// Finds a probed port by device name (the vdev name before the first comma, e.g.
     /// `net_tap0`, or the PCI address).
     pub fn id_by_name(device: &str) -> Result<u16, DpdkError> {
@@ -130,7 +203,14 @@ impl Port {
     /// Configures and starts port `id` with the given queues, all RX queues filled from `pool`.
     /// With more than one RX queue, RSS over IP addresses and TCP/UDP ports is enabled (limited
     /// to the hash functions the device supports).
-    pub fn start(id: u16, cfg: &PortConfig, pool: Arc<Mempool>) -> Result<Port, DpdkError> {
+    ///
+    /// A port that fails to start is closed again (its queues may already hold mbufs of
+    /// `pool`), so the device cannot be started a second time in this process.
+    pub fn start(
+        id: u16,
+        cfg: &PortConfig,
+        pool: &'pool Mempool<'_>,
+    ) -> Result<Port<'pool>, DpdkError> {
         if cfg.rx_queues == 0 || cfg.tx_queues == 0 || cfg.rx_queues > 64 || cfg.tx_queues > 64 {
             return Err(DpdkError::Invalid(format!(
                 "port {id}: queues must be 1..=64 (rx {}, tx {})",
@@ -167,6 +247,19 @@ impl Port {
         if ret != 0 {
             return Err(DpdkError::from_ret("rte_eth_dev_configure", ret));
         }
+        // From here on an error closes the device (dropping `port`): its RX queues may hold
+        // mbufs of `pool`, which must not stay behind in a device nobody owns.
+        let mut port = Port {
+            id,
+            name: format!("port{id}"),
+            rx_queues: cfg.rx_queues,
+            tx_queues: cfg.tx_queues,
+            rss_hf,
+            taken_rx: AtomicU64::new(0),
+            taken_tx: AtomicU64::new(0),
+            started: false,
+            _pool: PhantomData,
+        };
         if let Some(mtu) = cfg.mtu {
             if mtu > info.max_mtu || mtu < info.min_mtu {
                 return Err(DpdkError::Invalid(format!(
@@ -202,7 +295,8 @@ impl Port {
         let socket = if socket < 0 { 0 } else { socket as u32 };
         for q in 0..cfg.rx_queues {
             // SAFETY: the port is configured with rx_queues queues; NULL conf = device default;
-            // the pool outlives the port (Port keeps an Arc to it).
+            // the pool outlives the port (Port<'pool> borrows it), and the port is closed
+            // (releasing the queue's mbufs) before that borrow ends.
             let ret = unsafe {
                 dpdk_sys::rte_eth_rx_queue_setup(
                     id,
@@ -231,6 +325,7 @@ impl Port {
         if ret != 0 {
             return Err(DpdkError::from_ret("rte_eth_dev_start", ret));
         }
+        port.started = true;
         if cfg.promiscuous {
             // SAFETY: plain call on a started port. Some vdevs do not support it; that is fine.
             let _ = unsafe { dpdk_sys::rte_eth_promiscuous_enable(id) };
@@ -244,25 +339,13 @@ impl Port {
         let mut name_buf = [0 as std::os::raw::c_char; 64];
         // SAFETY: name_buf is a writable buffer of RTE_ETH_NAME_MAX_LEN (64) bytes.
         let ret = unsafe { dpdk_sys::rte_eth_dev_get_name_by_port(id, name_buf.as_mut_ptr()) };
-        let name = if ret == 0 {
+        if ret == 0 {
             // SAFETY: DPDK wrote a NUL-terminated name into the buffer.
-            unsafe { CStr::from_ptr(name_buf.as_ptr()) }
+            port.name = unsafe { CStr::from_ptr(name_buf.as_ptr()) }
                 .to_string_lossy()
-                .into_owned()
-        } else {
-            format!("port{id}")
-        };
-        Ok(Port {
-            id,
-            name,
-            rx_queues: cfg.rx_queues,
-            tx_queues: cfg.tx_queues,
-            rss_hf,
-            taken_rx: AtomicU64::new(0),
-            taken_tx: AtomicU64::new(0),
-            started: true,
-            _pool: pool,
-        })
+                .into_owned();
+        }
+        Ok(port)
     }
 
     pub fn id(&self) -> u16 {
@@ -387,28 +470,29 @@ impl Port {
         bits.fetch_or(bit, Ordering::AcqRel) & bit == 0
     }
 
-    /// Hands out RX queue `q`, once: the queue belongs to one worker for the port's life.
-    pub fn rx_queue(&self, q: u16) -> Option<RxQueue> {
+    /// Hands out RX queue `q`, once: the queue belongs to one worker and borrows the port.
+    pub fn rx_queue(&self, q: u16) -> Option<RxQueue<'_, 'pool>> {
         Self::take(&self.taken_rx, q, self.rx_queues).then_some(RxQueue {
             port: self.id,
             queue: q,
-            _not_sync: PhantomData,
+            _port: PhantomData,
         })
     }
 
     /// Hands out TX queue `q`, once.
-    pub fn tx_queue(&self, q: u16) -> Option<TxQueue> {
+    pub fn tx_queue(&self, q: u16) -> Option<TxQueue<'_, 'pool>> {
         Self::take(&self.taken_tx, q, self.tx_queues).then_some(TxQueue {
             port: self.id,
             queue: q,
-            _not_sync: PhantomData,
+            _port: PhantomData,
         })
     }
 
-    /// Stops the port. Workers using its queues must have finished.
+    /// Stops the port. Its queues borrow it, so none is in use (`&mut self`).
     pub fn stop(&mut self) {
         if self.started {
-            // SAFETY: the port was started by us; the caller guarantees no queue is in use.
+            // SAFETY: the port was started by us; &mut self means no RxQueue/TxQueue (each
+            // borrows the port) exists, so no lcore is polling it.
             unsafe {
                 dpdk_sys::rte_eth_dev_stop(self.id);
             }
@@ -417,11 +501,12 @@ impl Port {
     }
 }
 
-impl Drop for Port {
+impl Drop for Port<'_> {
     fn drop(&mut self) {
         self.stop();
-        // SAFETY: stopped above; closing releases the queues (and their mbufs back to the pool,
-        // which we still hold).
+        // SAFETY: stopped above (or never started) and no queue borrows the port. Closing
+        // releases the queues and the mbufs in their rings back to their pools, which are
+        // alive: the RX pool for 'pool, TX mbufs for longer (tx_burst's bound).
         unsafe {
             dpdk_sys::rte_eth_dev_close(self.id);
         }
@@ -429,21 +514,21 @@ impl Drop for Port {
 }
 
 /// One RX queue of a port, owned by one worker: `Send` to move it to its lcore, not `Sync`,
-/// since DPDK queues are not safe for concurrent use.
-pub struct RxQueue {
+/// since DPDK queues are not safe for concurrent use. Borrows its port (`'port`).
+pub struct RxQueue<'port, 'pool> {
     port: u16,
     queue: u16,
-    _not_sync: PhantomData<Cell<()>>,
+    _port: PhantomData<(&'port Port<'pool>, Cell<()>)>,
 }
 
-/// One TX queue of a port, owned by one worker.
-pub struct TxQueue {
+/// One TX queue of a port, owned by one worker. Borrows its port (`'port`).
+pub struct TxQueue<'port, 'pool> {
     port: u16,
     queue: u16,
-    _not_sync: PhantomData<Cell<()>>,
+    _port: PhantomData<(&'port Port<'pool>, Cell<()>)>,
 }
 
-impl RxQueue {
+impl<'pool> RxQueue<'_, 'pool> {
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -453,24 +538,39 @@ impl RxQueue {
 
     /// Receives up to the batch's free room; returns how many arrived.
     #[inline]
-    pub fn rx_burst<const N: usize>(&mut self, batch: &mut Batch<N>) -> usize {
-        let room = batch.room() as u16;
+    pub fn rx_burst<const N: usize>(&mut self, batch: &mut Batch<'pool, N>) -> usize {
+        self.rx_burst_up_to(batch, N)
+    }
+
+    /// Receives at most `max` packets (and at most the batch's free room); returns how many
+    /// arrived.
+    #[inline]
+    pub fn rx_burst_up_to<const N: usize>(
+        &mut self,
+        batch: &mut Batch<'pool, N>,
+        max: usize,
+    ) -> usize {
+        let room = batch.room().min(max).min(usize::from(u16::MAX)) as u16;
         if room == 0 {
             return 0;
         }
-        // SAFETY: spare_ptr points at `room` free slots laid out as *mut rte_mbuf; this worker
-        // owns the queue exclusively (&mut self, not Sync); rx_burst writes at most `room`
-        // valid mbuf pointers and transfers their ownership to us.
+        // SAFETY: spare_ptr points at `room` free slots laid out as *mut rte_mbuf; this
+        // lcore owns the queue (&mut self, not Sync) and the port is started and alive (the
+        // queue borrows it). rx_burst writes at most `room` mbuf pointers and hands one
+        // reference to each over to us. The PMD allocated them from this queue's pool, which
+        // lives for 'pool; a loop-back PMD (net_ring) instead returns mbufs a TX queue
+        // accepted, which tx_burst required to live as long as that port's pool (fulcrum
+        // gives every port the same pool).
         unsafe {
             let n =
                 dpdk_sys::rte_eth_rx_burst(self.port, self.queue, batch.spare_ptr(), room) as usize;
-            batch.assume_filled(n);
+            batch.assume_filled(n.min(usize::from(room)));
             n
         }
     }
 }
 
-impl TxQueue {
+impl<'pool> TxQueue<'_, 'pool> {
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -481,15 +581,20 @@ impl TxQueue {
     /// Offers the whole batch to the PMD. The mbufs it accepted leave the batch (the PMD owns
     /// and frees them); the ones it refused (TX ring full) stay in the batch, in order, still
     /// owned by the caller — retry or drop them. Returns how many were accepted.
+    ///
+    /// The mbufs must be of pools that outlive the port's (`Batch<'pool>`): the PMD frees
+    /// them later, as late as when the port is closed.
     #[inline]
-    pub fn tx_burst<const N: usize>(&mut self, batch: &mut Batch<N>) -> usize {
-        let n = batch.len() as u16;
+    pub fn tx_burst<const N: usize>(&mut self, batch: &mut Batch<'pool, N>) -> usize {
+        let n = batch.len().min(usize::from(u16::MAX)) as u16;
         if n == 0 {
             return 0;
         }
-        // SAFETY: the batch holds n valid owned mbufs laid out as *mut rte_mbuf; this worker
-        // owns the queue exclusively. tx_burst takes ownership of exactly the first `sent`
-        // mbufs, which forget_front then removes from the batch without freeing them.
+        // SAFETY: the batch holds n valid owned mbufs laid out as *mut rte_mbuf; this lcore
+        // owns the queue (&mut self, not Sync) and the port is started and alive (the queue
+        // borrows it). tx_burst takes ownership of exactly the first `sent` mbufs, which
+        // forget_front then removes from the batch without freeing them. Their pools live
+        // for 'pool, at least as long as the port that will free them.
         unsafe {
             let sent =
                 dpdk_sys::rte_eth_tx_burst(self.port, self.queue, batch.as_raw_ptr(), n) as usize;

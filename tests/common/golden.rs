@@ -220,6 +220,17 @@ pub fn run_fulcrum(frames: &[Vec<u8>], vips_toml: &str, extra_port: &str) -> Out
 
 /// As [`run_fulcrum`], with the port's MTU set to `mtu`.
 pub fn run_fulcrum_mtu(frames: &[Vec<u8>], vips_toml: &str, extra_port: &str, mtu: u16) -> Outcome {
+    run_fulcrum_with(frames, vips_toml, extra_port, mtu, "")
+}
+
+/// As [`run_fulcrum_mtu`], with `extra_dataplane` added to the `[dataplane]` table.
+pub fn run_fulcrum_with(
+    frames: &[Vec<u8>],
+    vips_toml: &str,
+    extra_port: &str,
+    mtu: u16,
+    extra_dataplane: &str,
+) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("in.pcap");
     let output = dir.path().join("out.pcap");
@@ -235,6 +246,7 @@ pub fn run_fulcrum_mtu(frames: &[Vec<u8>], vips_toml: &str, extra_port: &str, mt
 workers = 1
 eal_args = ["--no-huge", "-m", "512", "--file-prefix={prefix}", "--log-level=lib.eal:error", "--log-level=pmd.net.pcap:error"]
 conntrack_flows = 65536
+{extra_dataplane}
 
 [[port]]
 device = "net_pcap0,rx_pcap={input},tx_pcap={output}"
