@@ -2,9 +2,11 @@
 # fulcrum's end-to-end lab: clients, backends and the balancer in network namespaces.
 #
 #   scripts/lab.sh up                 build the topology and start the backends' servers
+#                                     (FL_LAB_MTU=9000 scripts/lab.sh up: every link, the
+#                                     port and the decapsulators at that MTU; default 1500)
 #   scripts/lab.sh down               remove everything (also after a crash)
 #   scripts/lab.sh status             what exists and runs
-#   scripts/lab.sh start [tap|virtio] [CONFIG]
+#   scripts/lab.sh start [tap|pcap|virtio] [CONFIG]
 #                                     run fulcrum in fl-lb (virtio: behind a dpdk-testpmd
 #                                     vhost-user peer); renders the lab config unless CONFIG
 #   scripts/lab.sh stop [--all]       stop fulcrum (--all: and the vhost peer)
@@ -40,12 +42,16 @@ PEER_PREFIX=fl-lab-vhost # and of the vhost-user peer
 LB=fl-lb
 BRIDGE=fl-br0
 PORT_IFACE=flport0
+PCAP_IFACE=flpcap0       # pcap mode: the veth net_pcap drives
 EXC_IFACE=fl-exc0
 PORT_MAC=02:f1:00:00:00:02
 CLIENTS=(c1 c2)
 BACKENDS=(be1 be2 be3 be4)
 VIPS4=(192.0.2.10 192.0.2.11 192.0.2.12)
 VIPS6=(2001:db8:10::10 2001:db8:10::11 2001:db8:10::12)
+
+# The lab's MTU: chosen at `up` (FL_LAB_MTU), remembered for `start` and `config`.
+lab_mtu() { cat "$DIR/mtu" 2>/dev/null || echo "${FL_LAB_MTU:-1500}"; }
 
 say() { printf 'lab: %s\n' "$*"; }
 die() { printf 'lab: error: %s\n' "$*" >&2; exit 1; }
@@ -122,9 +128,9 @@ ensure_veth() {
   fi
   # The bridge side is pure L2: no IPv6 link-local, no router solicitations.
   nsx "$LB" sysctl -qw "net.ipv6.conf.fl-$name.disable_ipv6=1"
-  ip -n "$LB" link set "fl-$name" master "$BRIDGE" up
+  ip -n "$LB" link set "fl-$name" mtu "$(lab_mtu)" master "$BRIDGE" up
   ip -n "$ns" link set eth0 address "$(mac_of "$name")"
-  ip -n "$ns" link set eth0 mtu 1500 up
+  ip -n "$ns" link set eth0 mtu "$(lab_mtu)" up
 }
 
 host_addresses() {
@@ -192,7 +198,7 @@ start_server() {
       start_bg "$name.udp" "$ns" "$PY" "$LAB/backend.py" udp --name "$name" --port 53 "${binds[@]}"
       ;;
     decap)
-      start_bg "$name.decap" "$ns" "$PY" "$LAB/decap.py" --tun fl-tun0 --gue-port 6080 \
+      start_bg "$name.decap" "$ns" "$PY" "$LAB/decap.py" --tun fl-tun0 --gue-port 6080 --mtu "$(lab_mtu)" \
         --status "$DIR/$name.decap.json"
       ;;
     *) die "unknown server '$what' (http, udp or decap)" ;;
@@ -219,6 +225,10 @@ cmd_up() {
   command -v ip >/dev/null || die "iproute2 missing (bash scripts/setup.sh)"
   [ -x "$PY" ] || die "$PY missing (bash scripts/setup.sh)"
   mkdir -p "$DIR/pids" "$DIR/logs"
+  local mtu=${FL_LAB_MTU:-1500}
+  [[ $mtu =~ ^[0-9]+$ ]] && [ "$mtu" -ge 1280 ] && [ "$mtu" -le 9000 ] \
+    || die "FL_LAB_MTU=$mtu: use 1280 to 9000"
+  echo "$mtu" >"$DIR/mtu"
   up_lb
   local n
   for n in "${CLIENTS[@]}"; do up_client "$n"; done
@@ -302,16 +312,25 @@ render_config() {
         eal="\"--no-pci\", \"--file-prefix=$PREFIX\", \"-l\", \"0,1\", \"--no-huge\", \"-m\", \"512\""
       fi
       ;;
+    pcap)
+      # net_pcap on one end of a veth pair whose other end is on the bridge: slower than a
+      # TAP (libpcap per packet) but the one vdev here that takes jumbo frames; DPDK 22.11's
+      # net_tap receives at most 1522-byte frames. The port's MAC is the veth's (phy_mac).
+      device="net_pcap0,iface=$PCAP_IFACE,phy_mac=1"
+      mac_line="# mac: the veth $PCAP_IFACE has $PORT_MAC (net_pcap takes it with phy_mac=1)"
+      eal="\"--no-pci\", \"--file-prefix=$PREFIX\", \"-l\", \"0,1\", \"--no-huge\", \"-m\", \"512\""
+      ;;
     virtio)
       hugepages_ok || die "virtio mode needs hugepages (bash scripts/setup.sh reserves them)"
       device="net_virtio_user0,path=$DIR/vhost0.sock,queues=1,mac=$PORT_MAC"
       mac_line="# mac: given to virtio-user as a devarg above"
       eal="\"--no-pci\", \"--file-prefix=$PREFIX\", \"-l\", \"0,1\", \"--single-file-segments\""
       ;;
-    *) die "unknown mode '$mode' (tap or virtio)" ;;
+    *) die "unknown mode '$mode' (tap, pcap or virtio)" ;;
   esac
   mkdir -p "$(dirname "$out")"
   sed -e "s|@DEVICE@|$device|" -e "s|@EAL_ARGS@|$eal|" -e "s|@PORT_MAC@|$mac_line|" \
+    -e "s|@MTU@|$(lab_mtu)|" \
     "$LAB/fulcrum.toml.in" >"$out"
 }
 
@@ -337,7 +356,7 @@ attach_port() {
     done
   fi
   nsx "$LB" sysctl -qw "net.ipv6.conf.$PORT_IFACE.disable_ipv6=1" || true
-  ip -n "$LB" link set "$PORT_IFACE" address "$WIRE_MAC"
+  ip -n "$LB" link set "$PORT_IFACE" address "$WIRE_MAC" mtu "$(lab_mtu)"
   ip -n "$LB" link set "$PORT_IFACE" master "$BRIDGE"
   ip -n "$LB" link set "$PORT_IFACE" up
 }
@@ -362,6 +381,23 @@ start_peer() {
   attach_port peer || die "vhost peer made no $PORT_IFACE"
 }
 
+# pcap mode's wire: $PORT_IFACE on the bridge, its veth peer $PCAP_IFACE for net_pcap.
+pcap_wire() {
+  if ! ip -n "$LB" link show "$PCAP_IFACE" >/dev/null 2>&1; then
+    ip -n "$LB" link add "$PORT_IFACE" type veth peer name "$PCAP_IFACE"
+  fi
+  nsx "$LB" sysctl -qw "net.ipv6.conf.$PORT_IFACE.disable_ipv6=1" "net.ipv6.conf.$PCAP_IFACE.disable_ipv6=1"
+  ip -n "$LB" link set "$PCAP_IFACE" address "$PORT_MAC" mtu "$(lab_mtu)" up
+  ip -n "$LB" link set "$PORT_IFACE" address "$WIRE_MAC" mtu "$(lab_mtu)" master "$BRIDGE" up
+  # No offloads: net_pcap sends and receives frames as they are, never super-frames.
+  # Segmentation and checksums done in software before a frame crosses the veth, so libpcap
+  # never sees a super-frame or an unfinished checksum.
+  local dev
+  for dev in "$PORT_IFACE" "$PCAP_IFACE"; do
+    nsx "$LB" ethtool -K "$dev" tso off gso off gro off tx off >/dev/null 2>&1 || true
+  done
+}
+
 api_up() {
   nsx "$LB" bash -c 'exec 3<>/dev/tcp/127.0.0.1/9180' 2>/dev/null
 }
@@ -378,6 +414,7 @@ cmd_start() {
   fi
   echo "$mode" >"$DIR/mode"
   if [ "$mode" = virtio ]; then start_peer; fi
+  if [ "$mode" = pcap ]; then pcap_wire; fi
   # Keep the logs of earlier runs (the restart test starts fulcrum twice).
   if [ -f "$DIR/logs/fulcrum.log" ]; then
     cat "$DIR/logs/fulcrum.log" >>"$DIR/logs/fulcrum.earlier.log"

@@ -15,6 +15,7 @@
 """
 
 import argparse
+import hashlib
 import http.server
 import signal
 import socket
@@ -73,13 +74,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         left = int(self.headers.get("Content-Length", "0"))
         got = 0
+        digest = hashlib.sha256()
         while left > 0:
             data = self.rfile.read(min(left, 65536))
             if not data:
                 break
+            digest.update(data)
             got += len(data)
             left -= len(data)
-        self.reply(f"{self.name} received {got} bytes\n".encode())
+        self.reply(f"{self.name} received {got} bytes sha256 {digest.hexdigest()}\n".encode())
 
 
 class DualStackServer(http.server.ThreadingHTTPServer):

@@ -56,13 +56,14 @@ def main():
     ap.add_argument("--tun", default="fl-tun0")
     ap.add_argument("--gue-port", type=int, default=6080)
     ap.add_argument("--status", required=True, help="JSON counters file")
+    ap.add_argument("--mtu", type=int, default=1500, help="the TUN's MTU: the lab's")
     args = ap.parse_args()
 
     tun = open_tun(args.tun)
     # The inner packets' source (the client) is not reachable through the TUN: reverse-path
     # filtering must be off on it or the kernel drops them.
     subprocess.run(["sysctl", "-qw", f"net.ipv4.conf.{args.tun}.rp_filter=0"], check=False)
-    subprocess.run(["ip", "link", "set", "dev", args.tun, "mtu", "1500", "up"], check=True)
+    subprocess.run(["ip", "link", "set", "dev", args.tun, "mtu", str(args.mtu), "up"], check=True)
 
     sockets = {}  # fd -> (socket, counter name, bytes of outer header to strip)
     for family, proto, name in (
