@@ -306,7 +306,7 @@ encap = "ipip"
         "drops": totals["drops"],
         "counters_add_up": rx == tx + drops + kernel,
         "evictions": totals["conntrack_evictions"],
-        "confirmed_evictions": totals["conntrack_confirmed_evictions"],
+        "confirmed_evictions": totals.get("conntrack_confirmed_evictions"),
         "conntrack_flows_at_end": totals["conntrack_flows"],
         "mempool_in_use_at_exit": totals.get("mempool_in_use_at_exit"),
         "exit_code": proc.returncode,
