@@ -31,7 +31,10 @@ pub fn parser(data: &[u8]) {
             assert_eq!(usize::from(ip.l2_len), usize::from(ip.l3_offset));
             let ip_end = usize::from(ip.l3_offset) + ip.ip_len as usize;
             assert!(ip_end <= data.len(), "IP length beyond the frame");
-            assert!(usize::from(ip.l4_offset) <= ip_end, "L4 offset beyond the IP");
+            assert!(
+                usize::from(ip.l4_offset) <= ip_end,
+                "L4 offset beyond the IP"
+            );
             let _ = (ip.l4_len(), ip.src_addr(), ip.dst_addr());
         }
         (Ok(Parsed::NotIp { l2_len, .. }), Ok(false)) => {
@@ -214,7 +217,14 @@ fn frame(kind: u8, bytes: &[u8]) -> Vec<u8> {
     let v6 = |last: u16| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last);
     match kind & 7 {
         0 => bytes.to_vec(),
-        1 => ipv4_frame(v4(10), client, 6, 0x4000, 0, &l4(6, sport, dport, flags, payload)),
+        1 => ipv4_frame(
+            v4(10),
+            client,
+            6,
+            0x4000,
+            0,
+            &l4(6, sport, dport, flags, payload),
+        ),
         2 => ipv4_frame(v4(10), client, 17, 0, 0, &l4(17, sport, dport, 0, payload)),
         3 => {
             let (dst, proto, port) = match b(3) % 4 {
@@ -232,7 +242,14 @@ fn frame(kind: u8, bytes: &[u8]) -> Vec<u8> {
                 _ => (v4(40), 6),
             };
             let port = if b(3) % 3 == 2 { 8080 } else { dport };
-            ipv4_frame(dst, client, proto, 0, 0, &l4(proto, sport, port, flags, payload))
+            ipv4_frame(
+                dst,
+                client,
+                proto,
+                0,
+                0,
+                &l4(proto, sport, port, flags, payload),
+            )
         }
         5 => {
             // An IPv4 fragment: offset (8-byte units) and MF from the fuzzer, a small id
