@@ -319,8 +319,12 @@ pub fn pipeline(data: &[u8]) {
     pipeline_with(&first, &second, data);
 }
 
+/// The number of VIPs in [`pipeline_snapshots`] (ids `0..PIPELINE_VIPS`).
+pub const PIPELINE_VIPS: usize = 8;
+
 /// [`pipeline`] with the snapshots built once, for a fuzzer that runs it many times.
-pub fn pipeline_with(first: &Snapshot, second: &Snapshot, data: &[u8]) {
+/// Returns the worker's counters (so a test can see what the input reached).
+pub fn pipeline_with(first: &Snapshot, second: &Snapshot, data: &[u8]) -> Arc<WorkerStats> {
     let stats = Arc::new(WorkerStats::new(0, 2));
     let mut pipe = Pipeline::new(
         &PipelineConfig {
@@ -329,7 +333,7 @@ pub fn pipeline_with(first: &Snapshot, second: &Snapshot, data: &[u8]) {
             ticks_per_second: TICKS_PER_SECOND,
             icmp_rate: 10,
         },
-        stats,
+        stats.clone(),
     )
     .expect("pipeline");
     let mut now = 1_000u64;
@@ -386,6 +390,7 @@ pub fn pipeline_with(first: &Snapshot, second: &Snapshot, data: &[u8]) {
         burst.push(VecPacket::new(&f));
     }
     run(&mut pipe, &mut burst, snap, port, now);
+    stats
 }
 
 /// The configuration parser and validator over arbitrary text; a configuration it accepts

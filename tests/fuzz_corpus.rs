@@ -46,10 +46,32 @@ fn parser_corpus() {
 
 #[test]
 fn pipeline_corpus() {
+    use fulcrum::fuzzing::PIPELINE_VIPS;
+    use std::sync::atomic::{AtomicU64, Ordering};
     let (first, second) = fulcrum::fuzzing::pipeline_snapshots();
+    // What the corpus reached, summed over its inputs: a corpus (or a harness) that no
+    // longer gets packets to every VIP, through fragments and to ICMP errors would replay
+    // "fine" while testing little.
+    let vips: [AtomicU64; PIPELINE_VIPS] = Default::default();
+    let (fragments, icmp) = (AtomicU64::new(0), AtomicU64::new(0));
     replay("pipeline", |data| {
-        fulcrum::fuzzing::pipeline_with(&first, &second, data)
+        let stats = fulcrum::fuzzing::pipeline_with(&first, &second, data);
+        for (sum, vip) in vips.iter().zip(stats.vip.iter()) {
+            sum.fetch_add(vip.packets.get(), Ordering::Relaxed);
+        }
+        fragments.fetch_add(stats.fragments.get(), Ordering::Relaxed);
+        icmp.fetch_add(stats.icmp_errors_forwarded.get(), Ordering::Relaxed);
     });
+    let vips: Vec<u64> = vips.iter().map(|v| v.load(Ordering::Relaxed)).collect();
+    assert!(
+        vips.iter().all(|&n| n > 0),
+        "packets per VIP over the corpus: {vips:?}"
+    );
+    assert!(
+        fragments.load(Ordering::Relaxed) > 0,
+        "no fragment balanced"
+    );
+    assert!(icmp.load(Ordering::Relaxed) > 0, "no ICMP error forwarded");
 }
 
 #[test]
