@@ -16,6 +16,8 @@ pub mod dpdk;
 pub mod encap;
 pub mod flow;
 pub mod frag;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handle;
 pub mod icmp_reply;
 pub mod maglev;
