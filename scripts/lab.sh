@@ -355,6 +355,11 @@ attach_port() {
       sleep 0.1
     done
   fi
+  wire_up
+}
+
+# The port's kernel side onto the bridge as the lab's wire, with a MAC of its own.
+wire_up() {
   nsx "$LB" sysctl -qw "net.ipv6.conf.$PORT_IFACE.disable_ipv6=1" || true
   ip -n "$LB" link set "$PORT_IFACE" address "$WIRE_MAC" mtu "$(lab_mtu)"
   ip -n "$LB" link set "$PORT_IFACE" master "$BRIDGE"
@@ -386,10 +391,9 @@ pcap_wire() {
   if ! ip -n "$LB" link show "$PCAP_IFACE" >/dev/null 2>&1; then
     ip -n "$LB" link add "$PORT_IFACE" type veth peer name "$PCAP_IFACE"
   fi
-  nsx "$LB" sysctl -qw "net.ipv6.conf.$PORT_IFACE.disable_ipv6=1" "net.ipv6.conf.$PCAP_IFACE.disable_ipv6=1"
+  nsx "$LB" sysctl -qw "net.ipv6.conf.$PCAP_IFACE.disable_ipv6=1"
   ip -n "$LB" link set "$PCAP_IFACE" address "$PORT_MAC" mtu "$(lab_mtu)" up
-  ip -n "$LB" link set "$PORT_IFACE" address "$WIRE_MAC" mtu "$(lab_mtu)" master "$BRIDGE" up
-  # No offloads: net_pcap sends and receives frames as they are, never super-frames.
+  wire_up
   # Segmentation and checksums done in software before a frame crosses the veth, so libpcap
   # never sees a super-frame or an unfinished checksum.
   local dev
