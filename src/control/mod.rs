@@ -21,6 +21,7 @@
 //! [`DetachedApi`] is the same request handling without sockets, threads or a data plane.
 
 mod api;
+pub mod counters;
 pub mod diff;
 pub mod health;
 pub mod http;

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::counters::ApiCounters;
 use super::health::{Health, Job, Prober};
-use super::http::ApiCounters;
 use super::messages::{
     BackendHealth, BackendView, HealthReport, HealthStatus, SnapshotReport, VipHealth, VipView,
     WorkerVersion,
