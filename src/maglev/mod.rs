@@ -54,7 +54,8 @@ pub const MIN_ENTRIES_PER_BACKEND: u64 = 100;
 /// Tags the fingerprint's input so a later, different table layout cannot collide with it.
 const FINGERPRINT_DOMAIN: &[u8] = b"fulcrum-maglev-v1";
 
-/// One backend of a table: its canonical address string and its weight.
+/// One backend of a table: its canonical address string, its weight, and an id of the
+/// caller's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MaglevBackend {
     /// The canonical address string, e.g. "198.51.100.7" or "[2001:db8::7]:8080". Keys that
@@ -63,6 +64,10 @@ pub struct MaglevBackend {
     /// The backend's share of the table is proportional to this; 0 gives it no entries, so it
     /// receives no new flows (existing flows are the connection table's business).
     pub weight: u32,
+    /// Opaque to the table (not part of its layout or fingerprint), carried in
+    /// [`MaglevTable::backends`] so that an entry's index names the caller's backend: the
+    /// snapshot's backend id. 0 unless set.
+    pub id: u32,
 }
 
 impl MaglevBackend {
@@ -70,7 +75,12 @@ impl MaglevBackend {
         MaglevBackend {
             key: key.into(),
             weight,
+            id: 0,
         }
+    }
+
+    pub fn with_id(self, id: u32) -> MaglevBackend {
+        MaglevBackend { id, ..self }
     }
 }
 
@@ -138,19 +148,13 @@ impl MaglevTable {
                 suggested: suggested_size(backends.len()),
             });
         }
-        // Sorting references keyed by the first sixteen bytes settles most comparisons without
-        // a string compare (every IPv4 key fits in sixteen bytes).
-        let mut order: Vec<(u128, &MaglevBackend)> = backends
-            .iter()
-            .map(|backend| (key_prefix(&backend.key), backend))
-            .collect();
-        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key.cmp(&b.1.key)));
-        if let Some(pair) = order.windows(2).find(|pair| pair[0].1.key == pair[1].1.key) {
+        let order = canonical_order(backends);
+        if let Some(pair) = order.windows(2).find(|pair| pair[0].key == pair[1].key) {
             return Err(MaglevError::DuplicateKey {
-                key: pair[0].1.key.clone(),
+                key: pair[0].key.clone(),
             });
         }
-        let sorted: Vec<MaglevBackend> = order.iter().map(|&(_, b)| b.clone()).collect();
+        let sorted: Vec<MaglevBackend> = order.into_iter().cloned().collect();
 
         let weights: Vec<u32> = sorted.iter().map(|b| b.weight).collect();
         let quotas = quotas(&weights, size);
@@ -170,6 +174,17 @@ impl MaglevTable {
             backends: sorted,
             entries,
         })
+    }
+
+    /// Whether [`MaglevTable::build`] of `backends` (in any order) and `size` gives this
+    /// table: the same backends, weights and ids in canonical order. A caller that keeps its
+    /// tables reuses one by this test rather than by an order of its own.
+    pub fn is_built_from(&self, backends: &[MaglevBackend], size: u32) -> bool {
+        self.size == size
+            && self.backends.len() == backends.len()
+            && canonical_order(backends)
+                .into_iter()
+                .eq(self.backends.iter())
     }
 
     /// The backends sorted by key; `lookup` and `entries` index into this slice.
@@ -281,6 +296,17 @@ impl MaglevTable {
         }
         None
     }
+}
+
+/// `backends` in canonical order: by key, bytewise. Sorting references keyed by the first
+/// sixteen bytes settles most comparisons without a string compare (every IPv4 key fits).
+fn canonical_order(backends: &[MaglevBackend]) -> Vec<&MaglevBackend> {
+    let mut order: Vec<(u128, &MaglevBackend)> = backends
+        .iter()
+        .map(|backend| (key_prefix(&backend.key), backend))
+        .collect();
+    order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.key.cmp(&b.1.key)));
+    order.into_iter().map(|(_, backend)| backend).collect()
 }
 
 /// The first sixteen bytes of a key as a big-endian number (zero-padded): ordering by it agrees
