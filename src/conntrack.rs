@@ -82,9 +82,9 @@
 //! know about configuration; the caller validates both against its current snapshot before
 //! trusting a hit, and re-selects (then [`ConnTable::update_backend`]s) when they are stale.
 
-use crate::dpdk::hugemem::HugeSlice;
-use crate::dpdk::prefetch::prefetch_line;
 use crate::flow::FiveTuple;
+use crate::mem::huge::HugeSlice;
+use crate::mem::prefetch::prefetch_line;
 use std::fmt;
 use std::mem::size_of;
 

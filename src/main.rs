@@ -1,3 +1,7 @@
+//! The `fulcrum` program: the daemon (`fulcrum run`), the benchmark, and the CLI that talks
+//! to a running daemon. The work is in the library; this file parses arguments and exits.
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;

@@ -25,12 +25,12 @@ use std::sync::Arc;
 
 use crate::classify::{FirstFragmentClass, FragmentClass, VipIndex};
 use crate::conntrack::{ConnTable, ConnTableError, ConnTableStats, FlowValue};
-use crate::dpdk::BURST;
 use crate::encap::{self, EncapMode, EncapParams};
 use crate::flow::FiveTuple;
 use crate::frag::{DatagramKey, FirstFragment, FragmentTable};
 use crate::icmp_reply::{self, IcmpRateLimiter};
 use crate::packet::PacketBuf;
+use crate::packet::BURST;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, PacketBytes, WorkerStats};
 use crate::wire::{self, Family, Fragment, IpMeta};

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::MAX_BURST;
-use crate::dpdk::{clock, Batch, Mbuf, RxQueue, TxQueue, BURST};
+use crate::dpdk::{clock, Batch, Mbuf, RxQueue, TxQueue};
 use crate::packet::PacketBuf;
+use crate::packet::BURST;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::snapshot::Reader;
 use crate::stats::{DropReason, HistogramExchange, WorkerStats};
