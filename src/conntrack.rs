@@ -53,9 +53,9 @@
 //!
 //! The table is one mapping of its own ([`HugeSlice`]), 2 MiB-aligned and advised to use
 //! transparent huge pages: on 4 KiB pages nearly every lookup of a large table also misses
-//! the TLB, which in a virtual machine costs a two-dimensional page walk (on the benchmark
-//! machine huge pages saved about 45 of 350 cycles per packet: docs/benchmarks.md). Huge
-//! pages are best effort; without them the table works the same, only slower.
+//! the TLB, which in a virtual machine costs a two-dimensional page walk (docs/benchmarks.md,
+//! step 1, has the figures). Huge pages are best effort; without them the table works the
+//! same, only slower.
 //!
 //! # Time
 //!

@@ -251,7 +251,7 @@ impl Pipeline {
             .map(|p| p.mac);
         // Pass 1: parse into the packet's slot. Pass 1b reads the slots back only once these
         // stores have long reached the cache: reading a just-written header summary straight
-        // away stalls on store-to-load forwarding (measured: ~30 cycles per packet).
+        // away stalls on store-to-load forwarding (docs/benchmarks.md, step 3).
         for i in 0..n {
             if let Some(ahead) = pkts.get(i + PREFETCH_AHEAD) {
                 ahead.prefetch();

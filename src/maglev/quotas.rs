@@ -25,8 +25,8 @@ pub(super) fn quotas(weights: &[u32], size: u32) -> Vec<u32> {
             .collect();
         // The remainders sum to left_over * total and each is below total, so at least
         // left_over backends have one. Only which backends rank first matters, not their
-        // order: a selection (O(N)) finds them, where a sort cost three times as long for
-        // weights 1,2,3,4 (the remainders then come in no order).
+        // order: a selection (O(N)) finds them, cheaper than a sort (docs/maglev.md, "Making
+        // the build fast").
         if left_over < by_remainder.len() {
             by_remainder
                 .select_nth_unstable_by(left_over, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));

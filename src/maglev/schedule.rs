@@ -38,8 +38,8 @@ pub(super) fn turns(quotas: &[u32], size: u32, mut take: impl FnMut(&[u32])) {
 }
 
 /// The general schedule. Its turns are written out a chunk at a time, as backend indices, and
-/// each chunk is filled in one loop, as equal weights are: a loop over a round's few turns
-/// (about six for ten backends weighted 1,2,3,4) cost a third of the build in per-round work.
+/// each chunk is filled in one loop, as equal weights are: a loop over each round's few turns
+/// costs more in per-round work than the turns (docs/maglev.md, "Making the build fast").
 /// The turns come from [`QuotaGroups`] when few distinct quotas occur, else from the
 /// [`Calendar`] scan or, for very unequal weights, a counting sort.
 pub(super) fn general(quotas: &[u32], rounds: u32, size: u32, take: &mut impl FnMut(&[u32])) {
