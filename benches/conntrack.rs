@@ -5,8 +5,8 @@
 //! `cargo bench --bench conntrack` (about 30 s).
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use fulcrum::conntrack::{ConnTable, FlowValue, DEFAULT_CAPACITY};
-use fulcrum::flow::FiveTuple;
+use fulcrum::datapath::conntrack::{ConnTable, FlowValue, DEFAULT_CAPACITY};
+use fulcrum::datapath::flow::FiveTuple;
 use std::time::Duration;
 
 const BURST: usize = 32;

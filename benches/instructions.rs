@@ -19,11 +19,11 @@ use std::hint::black_box;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use fulcrum::encap::EncapMode;
+use fulcrum::datapath::encap::EncapMode;
+use fulcrum::datapath::pipeline::{Pipeline, PipelineConfig, Verdict};
+use fulcrum::datapath::stats::{DropReason, WorkerStats};
 use fulcrum::packet::{PacketBuf, VecPacket};
-use fulcrum::pipeline::{Pipeline, PipelineConfig, Verdict};
 use fulcrum::snapshot::{self, BackendSpec, BackendState, PortInfo, Snapshot, VipSpec};
-use fulcrum::stats::{DropReason, WorkerStats};
 use std::net::Ipv4Addr;
 
 const BURST: usize = 32;
@@ -79,7 +79,7 @@ fn snapshot(mode: EncapMode) -> Snapshot {
         id: 0,
         key: "192.0.2.10:80/tcp".parse().expect("vip"),
         encap: mode,
-        gue_port: fulcrum::encap::GUE_DEFAULT_PORT,
+        gue_port: fulcrum::datapath::encap::GUE_DEFAULT_PORT,
         table_size: 65_537,
         backends: (1..=3u8)
             .map(|b| BackendSpec {

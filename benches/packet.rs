@@ -6,7 +6,7 @@
 //! of the whole packet is measured.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use fulcrum::encap::{self, EncapMode, EncapParams};
+use fulcrum::datapath::encap::{self, EncapMode, EncapParams};
 use fulcrum::packet::{PacketBuf, VecPacket};
 use fulcrum::wire::{self, Family, Parsed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -11,10 +11,10 @@
 //! alone so it can be subtracted.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use fulcrum::datapath::pipeline::{Pipeline, PipelineConfig, Verdict};
+use fulcrum::datapath::stats::{DropReason, WorkerStats};
 use fulcrum::packet::{PacketBuf, VecPacket};
-use fulcrum::pipeline::{Pipeline, PipelineConfig, Verdict};
 use fulcrum::snapshot::{self, BackendSpec, BackendState, PortInfo, Publisher, Snapshot, VipSpec};
-use fulcrum::stats::{DropReason, WorkerStats};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -73,12 +73,12 @@ fn port() -> PortInfo {
 }
 
 /// The benchmark configuration's VIP: three backends of weights 1, 2, 3.
-fn vip(mode: fulcrum::encap::EncapMode, table_size: u32) -> VipSpec {
+fn vip(mode: fulcrum::datapath::encap::EncapMode, table_size: u32) -> VipSpec {
     VipSpec {
         id: 0,
         key: "192.0.2.10:80/tcp".parse().expect("vip"),
         encap: mode,
-        gue_port: fulcrum::encap::GUE_DEFAULT_PORT,
+        gue_port: fulcrum::datapath::encap::GUE_DEFAULT_PORT,
         table_size,
         backends: (1..=3u8)
             .map(|b| BackendSpec {
@@ -92,7 +92,7 @@ fn vip(mode: fulcrum::encap::EncapMode, table_size: u32) -> VipSpec {
     }
 }
 
-fn snapshot(mode: fulcrum::encap::EncapMode) -> Snapshot {
+fn snapshot(mode: fulcrum::datapath::encap::EncapMode) -> Snapshot {
     snapshot::build(1, &[vip(mode, 65_537)], &[port()], None).expect("snapshot")
 }
 
@@ -159,7 +159,7 @@ impl Traffic {
 }
 
 fn bench_pipeline(c: &mut Criterion) {
-    use fulcrum::encap::EncapMode;
+    use fulcrum::datapath::encap::EncapMode;
     let mut g = c.benchmark_group("pipeline");
     g.sample_size(15)
         .warm_up_time(Duration::from_secs(1))
@@ -219,7 +219,7 @@ fn bench_snapshot(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     let ports = [port()];
-    let specs = [vip(fulcrum::encap::EncapMode::Ipip, 65_537)];
+    let specs = [vip(fulcrum::datapath::encap::EncapMode::Ipip, 65_537)];
     let mut publisher = Publisher::new(snapshot::build(1, &specs, &ports, None).expect("first"));
     let adopted = Arc::new(AtomicU64::new(1));
     let stop = Arc::new(AtomicBool::new(false));

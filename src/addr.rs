@@ -114,8 +114,8 @@ impl Protocol {
     /// The IP protocol number (6 or 17).
     pub fn number(&self) -> u8 {
         match self {
-            Protocol::Tcp => crate::flow::proto::TCP,
-            Protocol::Udp => crate::flow::proto::UDP,
+            Protocol::Tcp => crate::datapath::flow::proto::TCP,
+            Protocol::Udp => crate::datapath::flow::proto::UDP,
         }
     }
 

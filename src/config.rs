@@ -571,14 +571,14 @@ impl Config {
         // Each [[port]] is a DPDK port, and so is its exception TAP: beyond DPDK's
         // RTE_MAX_ETHPORTS the probe fails at start-up, after much else has been set up.
         let per_port = 1 + usize::from(self.dataplane.exception_path);
-        let max_ports = crate::stats::MAX_PORTS / per_port;
+        let max_ports = crate::datapath::stats::MAX_PORTS / per_port;
         if self.ports.len() > max_ports {
             return Err(Problem {
                 locus: Locus::Port(max_ports, "device"),
                 message: format!(
                     "{} [[port]] tables are more than DPDK can drive: it has {} ports and each [[port]] takes {per_port}{}; use at most {max_ports}",
                     self.ports.len(),
-                    crate::stats::MAX_PORTS,
+                    crate::datapath::stats::MAX_PORTS,
                     if per_port == 2 { " (itself and its exception TAP)" } else { "" },
                 ),
             });

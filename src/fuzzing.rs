@@ -10,11 +10,11 @@
 //! - [`config`]: the configuration file parser and validator (`config::from_str`).
 //! - [`api`]: the control API's request handling (`control::DetachedApi`).
 
-use crate::encap::{EncapMode, GUE_DEFAULT_PORT};
+use crate::datapath::encap::{EncapMode, GUE_DEFAULT_PORT};
+use crate::datapath::pipeline::{Pipeline, PipelineConfig, Verdict};
+use crate::datapath::stats::{DropReason, WorkerStats};
 use crate::packet::VecPacket;
-use crate::pipeline::{Pipeline, PipelineConfig, Verdict};
 use crate::snapshot::{self, BackendSpec, BackendState, PortInfo, Snapshot, VipSpec};
-use crate::stats::{DropReason, WorkerStats};
 use crate::wire::{self, IpMeta, Parsed};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;

@@ -1,56 +1,42 @@
 //! fulcrum: a kernel-bypass layer-4 load balancer.
 //!
-//! The modules follow the packet's path (see docs/architecture.md):
-//! `dpdk` (rx, the only unsafe layer) -> `wire` (parse) -> `classify` (VIP) ->
-//! `conntrack` -> `maglev` (select) -> `encap` -> `dpdk` (tx).
-//!
-//! `unsafe` is allowed in `dpdk` (the safe layer over DPDK) and `mem` (huge pages, prefetch)
-//! only: every other module forbids it, so the compiler keeps the layering.
+//! The modules are the layers of docs/architecture.md, bottom up. `unsafe` is allowed in
+//! `dpdk` (the safe layer over DPDK) and `mem` (huge pages, prefetch) only: every other
+//! module forbids it, so the compiler keeps the layering.
 
+// The ground: everything that needs `unsafe`.
+pub mod dpdk;
+pub mod mem;
+
+// Vocabulary: packets as bytes, header formats, addresses.
 #[forbid(unsafe_code)]
 pub mod addr;
 #[forbid(unsafe_code)]
-pub mod bench;
+pub mod packet;
 #[forbid(unsafe_code)]
-pub mod classify;
+pub mod wire;
+
+// The data path: what happens to one packet, and the tables it reads.
+#[forbid(unsafe_code)]
+pub mod datapath;
+#[forbid(unsafe_code)]
+pub mod maglev;
+#[forbid(unsafe_code)]
+pub mod snapshot;
+
+// Running it: workers on lcores, the configuration, the control plane, the command line.
 #[forbid(unsafe_code)]
 pub mod cli;
 #[forbid(unsafe_code)]
 pub mod config;
 #[forbid(unsafe_code)]
-pub mod conntrack;
-#[forbid(unsafe_code)]
 pub mod control;
 #[forbid(unsafe_code)]
-pub mod dataplane;
-pub mod dpdk;
-#[forbid(unsafe_code)]
-pub mod encap;
-#[forbid(unsafe_code)]
-pub mod flow;
-#[forbid(unsafe_code)]
-pub mod frag;
+pub mod runtime;
+
+// Build identity, and the bodies of the fuzz targets (`fuzz/`).
 #[doc(hidden)]
 #[forbid(unsafe_code)]
 pub mod fuzzing;
 #[forbid(unsafe_code)]
-pub mod handle;
-#[forbid(unsafe_code)]
-pub mod icmp_reply;
-#[forbid(unsafe_code)]
-pub mod maglev;
-pub mod mem;
-#[forbid(unsafe_code)]
-pub mod packet;
-#[forbid(unsafe_code)]
-pub mod pipeline;
-#[forbid(unsafe_code)]
-pub mod snapshot;
-#[forbid(unsafe_code)]
-pub mod stats;
-#[forbid(unsafe_code)]
 pub mod version;
-#[forbid(unsafe_code)]
-pub mod wire;
-#[forbid(unsafe_code)]
-pub mod worker;

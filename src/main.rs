@@ -11,7 +11,7 @@ use clap::Parser;
 
 use fulcrum::cli::{BenchArgs, Cli, Command, MaglevCommand, RunArgs};
 use fulcrum::control::ControlPlane;
-use fulcrum::stats::Totals;
+use fulcrum::datapath::stats::Totals;
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FULCRUM_LOG")
@@ -55,7 +55,7 @@ fn run(args: &RunArgs) -> ExitCode {
     let specs = initial.specs();
     let control_config = config.clone();
     let vips = config.vips.len();
-    let ran = fulcrum::dataplane::run(&config, &specs, |handle| {
+    let ran = fulcrum::runtime::run(&config, &specs, |handle| {
         tracing::info!(
             "running: {} port(s), {} worker(s), {} VIP(s) configured",
             handle.ports.len(),
@@ -103,7 +103,7 @@ fn bench(args: &BenchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match fulcrum::bench::run(
+    match fulcrum::runtime::bench::run(
         &config,
         Duration::from_secs_f64(args.warmup),
         Duration::from_secs_f64(args.seconds),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use control_support::{config, http, wait_until, Daemon, CONFIG};
 use fulcrum::control::{ControlError, ControlPlane, DetachedApi};
-use fulcrum::handle::DataplaneHandle;
+use fulcrum::runtime::handle::DataplaneHandle;
 use fulcrum::snapshot::{BackendState, Publisher};
 use serde_json::Value;
 
@@ -398,7 +398,7 @@ fn metrics_stats_and_worker_versions() {
         w.vip_packet(0, 100);
         w.backend_packet(0, 100);
         w.rx[0].add(100);
-        w.count_drop(fulcrum::stats::DropReason::NoBackend);
+        w.count_drop(fulcrum::datapath::stats::DropReason::NoBackend);
     }
     let (status, text) = d.get("/metrics");
     assert_eq!(status, 200);

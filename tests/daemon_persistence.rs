@@ -20,7 +20,7 @@ use std::time::Duration;
 use common::daemon::{dataplane_toml, unique_prefix, vip_path, DaemonProcess, Rng};
 use common::golden::{read_pcap, tcp_frame, write_pcap, ACK, GATEWAY_MAC, LB_V4, LB_V6};
 use fulcrum::cli::client::ApiTarget;
-use fulcrum::flow::FiveTuple;
+use fulcrum::datapath::flow::FiveTuple;
 use fulcrum::snapshot::{self, BackendSpec, BackendState, PortInfo, VipSpec};
 
 const SEED: u64 = 0x5eed_f00d;
@@ -461,7 +461,7 @@ fn expected_backends(model: &Model, flows: &[FiveTuple]) -> Vec<Option<Ipv4Addr>
         .map(|(key, v)| VipSpec {
             id: v.id,
             key: key.parse().unwrap(),
-            encap: fulcrum::encap::EncapMode::Ipip,
+            encap: fulcrum::datapath::encap::EncapMode::Ipip,
             gue_port: 6080,
             table_size: 1009,
             backends: v

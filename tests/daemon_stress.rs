@@ -404,7 +404,7 @@ fn adoption_by_the_worker_in_process_at_scale() {
         .unwrap_or_else(|e| panic!("{e}"));
     let mut specs = fulcrum::control::initial_specs(&config).unwrap();
     let initial = specs.clone();
-    let stopped = fulcrum::dataplane::run(&config, &initial, |mut handle| {
+    let stopped = fulcrum::runtime::run(&config, &initial, |mut handle| {
         let workers = handle.workers.clone();
         let (mut build, mut reclaim, mut adopted, mut late) =
             (Vec::new(), Vec::new(), Vec::new(), 0);

@@ -8,11 +8,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use common::golden::{tcp_frame, ACK, LB_MAC, SYN};
-use fulcrum::encap::EncapMode;
+use fulcrum::datapath::encap::EncapMode;
+use fulcrum::datapath::pipeline::{Pipeline, PipelineConfig, Verdict};
+use fulcrum::datapath::stats::WorkerStats;
 use fulcrum::packet::{PacketBuf, VecPacket};
-use fulcrum::pipeline::{Pipeline, PipelineConfig, Verdict};
 use fulcrum::snapshot::{self, BackendSpec, BackendState, PortInfo, Snapshot, VipSpec};
-use fulcrum::stats::WorkerStats;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::handle::DataplaneHandle;
+use crate::runtime::handle::DataplaneHandle;
 
 /// How long [`Adoption::wait`] polls without yielding its core.
 const SPIN: Duration = Duration::from_millis(1);

@@ -9,7 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{BackendAddr, MacAddr, VipKey};
-use crate::encap::EncapMode;
+use crate::datapath::encap::EncapMode;
 use crate::snapshot::BackendState;
 
 /// Every error response: `{"error": "what is wrong; how to fix it"}`.

@@ -14,9 +14,9 @@ use super::messages::{
     ApiStats, BackendHealth, BackendStats, ConntrackStats, HealthReport, HealthStatus,
     LatencySummary, NamedCount, PortStatsView, StatsReport, VipStats, VipView, WorkerVersion,
 };
-use crate::handle::DataplaneHandle;
+use crate::datapath::stats::{self, Counter, DropReason, WorkerStats};
+use crate::runtime::handle::DataplaneHandle;
 use crate::snapshot::BackendState;
-use crate::stats::{self, Counter, DropReason, WorkerStats};
 use crate::wire::ParseError;
 
 fn sum(workers: &[Arc<WorkerStats>], f: impl Fn(&WorkerStats) -> u64) -> u64 {
@@ -715,7 +715,7 @@ mod tests {
     use super::*;
     use crate::control::adoption::AdoptionSample;
     use crate::control::messages::BackendView;
-    use crate::encap::EncapMode;
+    use crate::datapath::encap::EncapMode;
 
     fn handle_with_two_workers() -> DataplaneHandle {
         let mut handle = DataplaneHandle::detached();

@@ -47,8 +47,8 @@ pub use state::ApiError;
 
 use crate::addr::ControlAddr;
 use crate::config::{Config, Control};
-use crate::handle::DataplaneHandle;
-use crate::stats::WorkerStats;
+use crate::datapath::stats::WorkerStats;
+use crate::runtime::handle::DataplaneHandle;
 use persist::PersistError;
 use plane::Plane;
 use state::Desired;

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use super::state::Desired;
 use crate::addr::MacAddr;
-use crate::encap::EncapMode;
+use crate::datapath::encap::EncapMode;
 
 /// How often the neighbour table is read.
 pub const PERIOD: Duration = Duration::from_secs(2);

@@ -22,7 +22,7 @@ use super::neighbours::Macs;
 use super::persist;
 use super::state::{records_of, ApiError, BackendRecord, Desired, IdBook, IdPolicy, VipRecord};
 use crate::config::{Config, Token};
-use crate::handle::DataplaneHandle;
+use crate::runtime::handle::DataplaneHandle;
 use crate::snapshot::{self, BackendSpec, BackendState, Snapshot, VipSpec};
 
 /// The control thread's state: the desired state and everything derived from it or

@@ -26,8 +26,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::messages::{BackendRequest, HealthCheckKindName, HealthCheckSpec, VipRequest};
 use crate::addr::{BackendAddr, MacAddr, VipKey};
 use crate::config::{self, Config, Encap, HealthCheck, HealthCheckKind, MAX_WEIGHT};
-use crate::encap::EncapMode;
-use crate::stats;
+use crate::datapath::encap::EncapMode;
+use crate::datapath::stats;
 
 /// A request the control plane refuses, with the HTTP status it answers and a message that
 /// says what is wrong and how to fix it.
@@ -353,10 +353,13 @@ impl Desired {
                 "vip {key} already exists (to see it: fulcrum vip list; to replace it: fulcrum vip del {key} first)"
             )));
         }
-        let encap: EncapMode = request
-            .encap
-            .parse()
-            .map_err(|e: crate::encap::UnknownEncapMode| ApiError::bad_request(e.to_string()))?;
+        let encap: EncapMode =
+            request
+                .encap
+                .parse()
+                .map_err(|e: crate::datapath::encap::UnknownEncapMode| {
+                    ApiError::bad_request(e.to_string())
+                })?;
         if request.gue_port.is_some() && encap != EncapMode::Gue {
             return Err(ApiError::bad_request(format!(
                 "gue_port is only used with encap gue (vip {key} uses {encap}); drop --gue-port or use --encap gue"

@@ -9,7 +9,7 @@ use super::model::{
     BackendEntry, BackendSpec, BackendState, PortInfo, Snapshot, VipEntry, VipSpec,
 };
 use crate::addr::VipKey;
-use crate::classify::{Classifier, VipMatch};
+use crate::datapath::classify::{Classifier, VipMatch};
 use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +24,7 @@ pub enum SnapshotError {
     DuplicateVip(VipKey),
     #[error("VIP id {0} or backend id {1} is out of range")]
     IdRange(u32, u32),
-    #[error("too many VIPs ({0}; at most {max})", max = crate::stats::MAX_VIPS)]
+    #[error("too many VIPs ({0}; at most {max})", max = crate::datapath::stats::MAX_VIPS)]
     TooManyVips(usize),
 }
 
@@ -100,7 +100,7 @@ pub fn build<S: SpecSource>(
     ports: &[PortInfo],
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, SnapshotError> {
-    if vips.len() > crate::stats::MAX_VIPS {
+    if vips.len() > crate::datapath::stats::MAX_VIPS {
         return Err(SnapshotError::TooManyVips(vips.len()));
     }
     let earlier_vips: &[VipEntry] = previous.map_or(&[], |p| &p.vips);
@@ -129,8 +129,8 @@ pub fn build<S: SpecSource>(
             continue;
         }
         for b in &v.backends {
-            if v.id as usize >= crate::stats::MAX_VIPS
-                || b.id as usize >= crate::stats::MAX_BACKENDS
+            if v.id as usize >= crate::datapath::stats::MAX_VIPS
+                || b.id as usize >= crate::datapath::stats::MAX_BACKENDS
             {
                 return Err(SnapshotError::IdRange(v.id, b.id));
             }

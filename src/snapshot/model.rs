@@ -5,8 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::addr::{BackendAddr, VipKey};
-use crate::classify::Classifier;
-use crate::encap::EncapMode;
+use crate::datapath::classify::Classifier;
+use crate::datapath::encap::EncapMode;
 use crate::maglev::MaglevTable;
 
 /// A port as the workers need it to build outer headers and replies.

@@ -5,7 +5,7 @@ use super::*;
 use std::sync::Arc;
 
 use super::build::mapped;
-use crate::encap::EncapMode;
+use crate::datapath::encap::EncapMode;
 
 fn spec(id: u32, key: &str, backends: &[(u32, &str, u32, BackendState)]) -> VipSpec {
     VipSpec {

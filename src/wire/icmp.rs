@@ -169,7 +169,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
 
 fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], len: usize) -> u64 {
     // ICMPv6 messages fit an IPv6 payload, so the length fits 32 bits.
-    checksum::pseudo_header_v6(src, dst, crate::flow::proto::ICMPV6, len as u32)
+    checksum::pseudo_header_v6(src, dst, crate::datapath::flow::proto::ICMPV6, len as u32)
 }
 
 #[cfg(test)]

@@ -263,7 +263,7 @@ fn addr(bytes: &[u8]) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::proto;
+    use crate::datapath::flow::proto;
 
     fn sample(payload: &[u8], first: u8) -> Vec<u8> {
         let mut p = vec![0u8; HEADER_LEN + payload.len() + 3];

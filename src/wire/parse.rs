@@ -6,7 +6,7 @@
 //! fragment bits, protocol, data offset.
 
 use super::{be16, be32, ethernet, icmp, ipv4, ipv6, tcp, udp, ParseError};
-use crate::flow::{proto, FiveTuple};
+use crate::datapath::flow::{proto, FiveTuple};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The IP version of a packet or of a tunnel's outer header.

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use fulcrum::addr::ControlAddr;
 use fulcrum::control::{api_url, ControlError, ControlPlane, Options, ProbeRedirect};
-use fulcrum::handle::DataplaneHandle;
+use fulcrum::datapath::stats::WorkerStats;
+use fulcrum::runtime::handle::DataplaneHandle;
 use fulcrum::snapshot::{Reader, Snapshot};
-use fulcrum::stats::WorkerStats;
 
 /// One port with both families, one VIP with one backend, API on an ephemeral port.
 pub const CONFIG: &str = r#"

@@ -1,4 +1,9 @@
-//! Starting and stopping the data plane: EAL, mempool, ports, exception TAPs, workers.
+//! Running the data plane: the per-packet logic of [`crate::datapath`] on DPDK's lcores,
+//! ports and mbufs.
+//!
+//! The parts: this file starts and stops it (EAL, mempool, ports, exception TAPs, workers);
+//! [`worker`] is the poll loop of one worker; [`handle`] is what the control plane holds of
+//! the running data plane; [`bench`] measures it (`fulcrum bench`).
 //!
 //! [`run`] turns a validated [`Config`] into running workers, hands a [`DataplaneHandle`] to
 //! the control plane's closure, and once it returns stops the workers, then the ports (which
@@ -10,17 +15,21 @@
 //! an [`lcore::scope`], which waits for them before those can be dropped; a guard sets the
 //! stop flag when the control plane's closure ends, however it ends.
 
+pub mod bench;
+pub mod handle;
+pub mod worker;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::datapath::pipeline::{Pipeline, PipelineConfig};
+use crate::datapath::stats::{self, WorkerStats};
 use crate::dpdk::{self, clock, lcore, Eal, Mempool, Port, PortConfig, RxQueue, TxQueue};
-use crate::handle::{DataplaneHandle, PortCounters};
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::runtime::handle::{DataplaneHandle, PortCounters};
+use crate::runtime::worker::{Worker, WorkerPort};
 use crate::snapshot::{self, PortInfo, Publisher, VipSpec};
-use crate::stats::{self, WorkerStats};
-use crate::worker::{Worker, WorkerPort};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -41,7 +50,7 @@ pub enum DataplaneError {
     #[error("worker {worker}: conntrack: {source}")]
     Conntrack {
         worker: usize,
-        source: crate::conntrack::ConnTableError,
+        source: crate::datapath::conntrack::ConnTableError,
     },
 }
 

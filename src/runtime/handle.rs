@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
+use crate::datapath::stats::{HistogramCollector, WorkerStats};
 use crate::snapshot::{PortInfo, Publisher, Snapshot};
-use crate::stats::{HistogramCollector, WorkerStats};
 
 /// Live port counters, read on demand (from DPDK in the daemon).
 pub trait PortCounters: Send {

@@ -82,7 +82,7 @@
 //! know about configuration; the caller validates both against its current snapshot before
 //! trusting a hit, and re-selects (then [`ConnTable::update_backend`]s) when they are stale.
 
-use crate::flow::FiveTuple;
+use crate::datapath::flow::FiveTuple;
 use crate::mem::huge::HugeSlice;
 use crate::mem::prefetch::prefetch_line;
 use std::fmt;
@@ -686,7 +686,7 @@ impl fmt::Debug for ConnTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::proto;
+    use crate::datapath::flow::proto;
     use std::net::Ipv4Addr;
 
     /// The word-at-a-time compare against one way at a time, on signatures that stress the

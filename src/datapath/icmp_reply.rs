@@ -1,6 +1,6 @@
 //! "Too big" replies to clients, and the rate limit on them.
 //!
-//! Encapsulation makes packets longer. When a client's packet plus [`crate::encap::overhead`]
+//! Encapsulation makes packets longer. When a client's packet plus [`crate::datapath::encap::overhead`]
 //! exceeds the port MTU and the packet may not be fragmented (IPv4 DF, or any IPv6 packet),
 //! the balancer answers the client the way a router on the path would: ICMPv4 destination
 //! unreachable, fragmentation needed (type 3 code 4, RFC 1191) or ICMPv6 packet too big
@@ -75,8 +75,8 @@ pub fn may_reply(frame: &[u8], meta: &IpMeta) -> bool {
     }
     let l4_type = frame.get(usize::from(meta.l4_offset)).copied();
     let is_icmp_error = match (meta.family, meta.tuple.proto) {
-        (Family::V4, crate::flow::proto::ICMP) => l4_type.is_none_or(icmpv4::is_error),
-        (Family::V6, crate::flow::proto::ICMPV6) => l4_type.is_none_or(icmpv6::is_error),
+        (Family::V4, crate::datapath::flow::proto::ICMP) => l4_type.is_none_or(icmpv4::is_error),
+        (Family::V6, crate::datapath::flow::proto::ICMPV6) => l4_type.is_none_or(icmpv6::is_error),
         _ => false,
     };
     !is_icmp_error && is_unicast(meta.src_addr()) && is_unicast(meta.dst_addr())
@@ -177,7 +177,7 @@ pub fn frag_needed_v4<P: PacketBuf + ?Sized>(
     ip.set_ident(ident);
     ip.set_flags_and_frag_offset(true, false, 0);
     ip.set_ttl(REPLY_TTL);
-    ip.set_protocol(crate::flow::proto::ICMP);
+    ip.set_protocol(crate::datapath::flow::proto::ICMP);
     ip.set_src_addr(vip);
     ip.set_dst_addr(client);
     ip.fill_checksum();
@@ -226,7 +226,7 @@ pub fn packet_too_big_v6<P: PacketBuf + ?Sized>(
     let mut ip = Ipv6Packet::new_unchecked(ip_header);
     ip.set_version_tc_flow(REPLY_DSCP_ECN, 0);
     ip.set_payload_len((icmp::HEADER_LEN + quote_len) as u16);
-    ip.set_next_header(crate::flow::proto::ICMPV6);
+    ip.set_next_header(crate::datapath::flow::proto::ICMPV6);
     ip.set_hop_limit(REPLY_TTL);
     ip.set_src_addr(vip);
     ip.set_dst_addr(client);

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::MAX_BURST;
+use crate::datapath::pipeline::{Pipeline, Verdict};
+use crate::datapath::stats::{DropReason, HistogramExchange, WorkerStats};
 use crate::dpdk::{clock, Batch, Mbuf, RxQueue, TxQueue};
 use crate::packet::PacketBuf;
 use crate::packet::BURST;
-use crate::pipeline::{Pipeline, Verdict};
 use crate::snapshot::Reader;
-use crate::stats::{DropReason, HistogramExchange, WorkerStats};
 
 /// The most packets one batch holds: the largest `[dataplane] burst` allowed.
 const MAX: usize = MAX_BURST as usize;

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::dataplane::{self, DataplaneError};
+use crate::datapath::stats::{new_burst_histogram, DropReason, WorkerStats};
 use crate::dpdk::clock;
-use crate::stats::{new_burst_histogram, DropReason, WorkerStats};
+use crate::runtime::{self, DataplaneError};
 
 /// One worker's numbers over the measured interval.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -136,7 +136,7 @@ pub fn run(
 ) -> Result<BenchResult, DataplaneError> {
     let initial = crate::control::initial_specs(config)
         .map_err(|e| DataplaneError::Initial(e.to_string()))?;
-    let measured = dataplane::run(config, &initial, |mut handle| {
+    let measured = runtime::run(config, &initial, |mut handle| {
         let hz = clock::tsc_hz().max(1);
         std::thread::sleep(warmup);
         let workers: Vec<Arc<WorkerStats>> = handle.workers.clone();

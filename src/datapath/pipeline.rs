@@ -23,16 +23,16 @@
 
 use std::sync::Arc;
 
-use crate::classify::{FirstFragmentClass, FragmentClass, VipIndex};
-use crate::conntrack::{ConnTable, ConnTableError, ConnTableStats, FlowValue};
-use crate::encap::{self, EncapMode, EncapParams};
-use crate::flow::FiveTuple;
-use crate::frag::{DatagramKey, FirstFragment, FragmentTable};
-use crate::icmp_reply::{self, IcmpRateLimiter};
+use crate::datapath::classify::{FirstFragmentClass, FragmentClass, VipIndex};
+use crate::datapath::conntrack::{ConnTable, ConnTableError, ConnTableStats, FlowValue};
+use crate::datapath::encap::{self, EncapMode, EncapParams};
+use crate::datapath::flow::FiveTuple;
+use crate::datapath::frag::{DatagramKey, FirstFragment, FragmentTable};
+use crate::datapath::icmp_reply::{self, IcmpRateLimiter};
+use crate::datapath::stats::{DropReason, PacketBytes, WorkerStats};
 use crate::packet::PacketBuf;
 use crate::packet::BURST;
 use crate::snapshot::Snapshot;
-use crate::stats::{DropReason, PacketBytes, WorkerStats};
 use crate::wire::{self, Family, Fragment, IpMeta};
 
 /// Where a packet goes after the pipeline.
@@ -865,7 +865,7 @@ mod tests {
             h[12] = 5 << 4;
             h[13] = wire::tcp::flags::SYN;
             h.extend_from_slice(&[0xab; 16]);
-            if proto == crate::flow::proto::UDP {
+            if proto == crate::datapath::flow::proto::UDP {
                 h.truncate(24);
             }
             h

@@ -406,7 +406,7 @@ fn tunnel<P: PacketBuf + ?Sized>(
     let length_field = u16::try_from(length_field).map_err(|_| EncapError::TooBig)?;
     let after_ip_len = after_ip_len as u16;
     let protocol = if with_udp {
-        crate::flow::proto::UDP
+        crate::datapath::flow::proto::UDP
     } else {
         fields.protocol()
     };
@@ -453,7 +453,7 @@ fn tunnel<P: PacketBuf + ?Sized>(
             let pseudo = checksum::pseudo_header_v6(
                 &src.octets(),
                 &dst.octets(),
-                crate::flow::proto::UDP,
+                crate::datapath::flow::proto::UDP,
                 u32::from(after_ip_len),
             );
             UdpPacket::new_unchecked(after_ip).fill_checksum(pseudo);

@@ -25,7 +25,7 @@ pub const WAYS: usize = 4;
 /// A datagram's identity: what every one of its fragments carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct DatagramKey {
-    /// IPv4 addresses IPv4-mapped, like [`crate::flow::FiveTuple`].
+    /// IPv4 addresses IPv4-mapped, like [`crate::datapath::flow::FiveTuple`].
     pub src: [u8; 16],
     pub dst: [u8; 16],
     /// The IPv4 identification or the IPv6 fragment header's identification.
