@@ -7,55 +7,50 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use fulcrum::datapath::encap::{self, EncapMode, EncapParams};
+use fulcrum::frames;
 use fulcrum::packet::{PacketBuf, VecPacket};
 use fulcrum::wire::{self, Family, Parsed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+const PORT_MAC: [u8; 6] = [0x02, 0xfb, 0, 0, 0, 1];
+const CLIENT_MAC: [u8; 6] = [0x02, 0xc1, 0, 0, 0, 7];
+
 /// An Ethernet/IPv4/TCP segment with 64 bytes of payload, DF set, from a client to a VIP.
 fn ipv4_tcp() -> Vec<u8> {
-    let mut f = vec![0u8; 14 + 20 + 20 + 64];
-    f[0..6].copy_from_slice(&[0x02, 0xfb, 0, 0, 0, 1]);
-    f[6..12].copy_from_slice(&[0x02, 0xc1, 0, 0, 0, 7]);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&(20u16 + 20 + 64).to_be_bytes());
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&[198, 51, 100, 7]);
-    ip[16..20].copy_from_slice(&[192, 0, 2, 10]);
-    let tcp = &mut f[34..54];
-    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x10;
-    f
+    let o = frames::V4 {
+        df: true,
+        ..frames::V4::default()
+    };
+    let tcp = frames::tcp(40000, 80, frames::ACK, &[0; 64]);
+    let ip = frames::ipv4(
+        Ipv4Addr::new(198, 51, 100, 7),
+        Ipv4Addr::new(192, 0, 2, 10),
+        frames::TCP,
+        o,
+        &tcp,
+    );
+    frames::ethernet(PORT_MAC, CLIENT_MAC, frames::ETHERTYPE_IPV4, &ip)
 }
 
 /// A VLAN-tagged Ethernet/IPv6/TCP segment with 64 bytes of payload.
 fn ipv6_tcp_tagged() -> Vec<u8> {
-    let mut f = vec![0u8; 18 + 40 + 20 + 64];
-    f[12..18].copy_from_slice(&[0x81, 0x00, 0x00, 0x64, 0x86, 0xdd]);
-    let ip = &mut f[18..58];
-    ip[0] = 0x60;
-    ip[4..6].copy_from_slice(&(20u16 + 64).to_be_bytes());
-    ip[6] = 6;
-    ip[7] = 64;
-    ip[8..24].copy_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, 7).octets());
-    ip[24..40].copy_from_slice(&Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x10).octets());
-    let tcp = &mut f[58..78];
-    tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    tcp[2..4].copy_from_slice(&443u16.to_be_bytes());
-    tcp[12] = 5 << 4;
-    f
+    let tcp = frames::tcp(40000, 443, 0, &[0; 64]);
+    let ip = frames::ipv6(
+        Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, 7),
+        Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x10),
+        frames::TCP,
+        64,
+        &tcp,
+    );
+    let tagged = frames::vlan(100, frames::ETHERTYPE_IPV6, &ip);
+    frames::ethernet(PORT_MAC, CLIENT_MAC, frames::ETHERTYPE_VLAN, &tagged)
 }
 
 fn params(mode: EncapMode, backend: IpAddr) -> EncapParams {
     EncapParams {
         mode,
-        port_mac: [0x02, 0xfb, 0, 0, 0, 1],
+        port_mac: PORT_MAC,
         next_hop_mac: [0x02, 0xee, 0, 0, 0, 0x99],
         src_v4: Some(Ipv4Addr::new(203, 0, 113, 5)),
         src_v6: Some(Ipv6Addr::new(0x2001, 0xdb8, 0xfb, 0, 0, 0, 0, 5)),

@@ -11,113 +11,17 @@
 //! alone so it can be subtracted.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use fulcrum::datapath::pipeline::{Pipeline, PipelineConfig, Verdict};
-use fulcrum::datapath::stats::{DropReason, WorkerStats};
-use fulcrum::packet::{PacketBuf, VecPacket};
-use fulcrum::snapshot::{self, BackendSpec, BackendState, PortInfo, Publisher, Snapshot, VipSpec};
-use std::net::Ipv4Addr;
+use fulcrum::datapath::pipeline::{Pipeline, Verdict};
+use fulcrum::datapath::stats::DropReason;
+use fulcrum::packet::VecPacket;
+use fulcrum::snapshot::{self, Publisher, Snapshot};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BURST: usize = 32;
-const FRAME: usize = 64;
+mod common;
 
-fn checksum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Flow `i` of `scripts/gen-traffic --flows N`: client 198.18.0.0/15, ports from 1024, to
-/// 192.0.2.10:80, TCP ACK, 64 bytes, DF.
-fn frame(i: u32) -> [u8; FRAME] {
-    let mut f = [0u8; FRAME];
-    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x1b]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0xc1]);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    let ip = &mut f[14..34];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&((FRAME - 14) as u16).to_be_bytes());
-    ip[4..6].copy_from_slice(&(i as u16).to_be_bytes());
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&(0xc612_0000u32 + i % 131_072).to_be_bytes());
-    ip[16..20].copy_from_slice(&[192, 0, 2, 10]);
-    let sum = checksum(ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    let sport = 1024 + ((i / 131_072 * 7919 + i) % 64_512) as u16;
-    let tcp = &mut f[34..54];
-    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = 0x10;
-    f
-}
-
-fn port() -> PortInfo {
-    PortInfo {
-        mac: [0x02, 0, 0, 0, 0, 0x1b],
-        mtu: 1500,
-        src_v4: Some(Ipv4Addr::new(203, 0, 113, 2)),
-        src_v6: None,
-        gateway_mac: Some([0x02, 0, 0, 0, 0, 1]),
-        promiscuous: false,
-    }
-}
-
-/// The benchmark configuration's VIP: three backends of weights 1, 2, 3.
-fn vip(mode: fulcrum::datapath::encap::EncapMode, table_size: u32) -> VipSpec {
-    VipSpec {
-        id: 0,
-        key: "192.0.2.10:80/tcp".parse().expect("vip"),
-        encap: mode,
-        gue_port: fulcrum::datapath::encap::GUE_DEFAULT_PORT,
-        table_size,
-        backends: (1..=3u8)
-            .map(|b| BackendSpec {
-                id: u32::from(b),
-                addr: format!("198.51.100.{}", 10 + b).parse().expect("backend"),
-                weight: u32::from(b),
-                state: BackendState::Active,
-                mac: Some([0x02, 0xbe, 0, 0, 0, b]),
-            })
-            .collect(),
-    }
-}
-
-fn snapshot(mode: fulcrum::datapath::encap::EncapMode) -> Snapshot {
-    snapshot::build(1, &[vip(mode, 65_537)], &[port()], None).expect("snapshot")
-}
-
-fn pipeline(conntrack_flows: usize) -> Pipeline {
-    let cfg = PipelineConfig {
-        conntrack_flows,
-        idle_timeout: u64::MAX / 4,
-        ticks_per_second: 1_000_000_000,
-        icmp_rate: 1000,
-    };
-    Pipeline::new(&cfg, Arc::new(WorkerStats::new(0, 1))).expect("pipeline")
-}
-
-/// Puts `bytes` back into `p` at the default headroom, whatever encapsulation did to it.
-fn reload(p: &mut VecPacket, bytes: &[u8]) {
-    let len = p.len();
-    p.adj(len);
-    let back = p.headroom() - VecPacket::DEFAULT_HEADROOM;
-    p.prepend(back);
-    p.trim(back.saturating_sub(bytes.len()));
-    if let Some(tail) = bytes.len().checked_sub(back) {
-        p.append(tail);
-    }
-    p.data_mut().copy_from_slice(bytes);
-}
+use common::{frame, pipeline, port, reload, snapshot, vip, BURST, FRAME};
 
 /// Runs `bursts` of the flow sequence through the pipeline, as the worker would.
 struct Traffic {

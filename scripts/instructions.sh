@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Instructions per packet of the pipeline without DPDK, counted by valgrind (cachegrind,
-# no cache simulation): the same build gives the same count, on any machine.
+# Instructions per packet of the pipeline without DPDK, counted by valgrind: the same build
+# gives the same count, on any machine. Only instructions inside Pipeline::process_burst are
+# counted (callgrind --toggle-collect), so the harness around it (reloading the frames)
+# does not move the figure.
 #
 #   scripts/instructions.sh                 # ipip, gue, l2dsr at 4096 and 1M flows
 #   scripts/instructions.sh --json          # one JSON object per line
 #   scripts/instructions.sh --modes ipip --flows 4096 --bursts 2000
 #
 # For each case it runs benches/instructions.rs twice, with BURSTS bursts of 32 packets and
-# with none, and divides the difference of the two totals by 32 x BURSTS. 4096 flows use the
+# with none (both after the same warm-up), and divides the difference by 32 x BURSTS. 4096 flows use the
 # default 1 Mi-flow conntrack table, 1M flows a 2 Mi-flow one (as benches/pipeline.rs).
 set -euo pipefail
 
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
     --modes) MODES=$2; shift ;;
     --flows) FLOWS=$2; shift ;;
     --bursts) BURSTS=$2; shift ;;
-    -h | --help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "instructions: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -43,11 +45,12 @@ for l in sys.stdin:
 
 count() { # MODE FLOWS CONNTRACK BURSTS -> total instructions
   local out
-  out=$(valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$BIN" "$@" 2>&1) || {
+  out=$(valgrind --tool=callgrind --toggle-collect='*Pipeline*process_burst*' \
+    --callgrind-out-file=/dev/null "$BIN" "$@" 2>&1) || {
     echo "$out" >&2
     return 1
   }
-  echo "$out" | sed -n 's/.*I *refs: *\([0-9,]*\).*/\1/p' | tr -d ,
+  echo "$out" | sed -n 's/.*Collected *: *\([0-9]*\).*/\1/p' | tail -1
 }
 
 for flows in $FLOWS; do

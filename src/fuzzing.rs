@@ -13,6 +13,7 @@
 use crate::datapath::encap::{EncapMode, GUE_DEFAULT_PORT};
 use crate::datapath::pipeline::{Pipeline, PipelineConfig, Verdict};
 use crate::datapath::stats::{DropReason, WorkerStats};
+use crate::frames;
 use crate::packet::VecPacket;
 use crate::snapshot::{self, BackendSpec, BackendState, PortInfo, Snapshot, VipSpec};
 use crate::wire::{self, IpMeta, Parsed};
@@ -138,63 +139,36 @@ pub fn pipeline_snapshots() -> (Snapshot, Snapshot) {
 }
 
 /// Appends a 16-bit big-endian value.
-fn put16(out: &mut Vec<u8>, v: u16) {
-    out.extend_from_slice(&v.to_be_bytes());
-}
-
-/// Ethernet + IPv4 header (no options) for `l4` bytes of protocol `proto`, fragment
-/// field `frag` (flags and offset), identification `id`.
+/// Ethernet + IPv4 header (no options) from client `198.18.0.src_low` for `l4` bytes of
+/// protocol `proto`, fragment field `frag` (flags and offset), identification `id`.
 fn ipv4_frame(dst: Ipv4Addr, src_low: u8, proto: u8, frag: u16, id: u16, l4: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(34 + l4.len());
-    f.extend_from_slice(&PORT_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    put16(&mut f, 0x0800);
-    f.push(0x45);
-    f.push(0);
-    put16(&mut f, (20 + l4.len()).min(0xffff) as u16);
-    put16(&mut f, id);
-    put16(&mut f, frag);
-    f.push(64);
-    f.push(proto);
-    put16(&mut f, 0);
-    f.extend_from_slice(&[198, 18, 0, src_low]);
-    f.extend_from_slice(&dst.octets());
-    f.extend_from_slice(l4);
-    f
+    let o = frames::V4 {
+        ttl: 64,
+        df: frag & 0x4000 != 0,
+        id,
+        frag_offset8: frag & 0x1fff,
+        more_fragments: frag & 0x2000 != 0,
+    };
+    let src = Ipv4Addr::new(198, 18, 0, src_low);
+    let ip = frames::ipv4(src, dst, proto, o, l4);
+    frames::ethernet(PORT_MAC, CLIENT_MAC, frames::ETHERTYPE_IPV4, &ip)
 }
 
-/// Ethernet + IPv6 header for `l4` bytes with next header `next`.
+/// Ethernet + IPv6 header from client `2001:db8:c1::src_low` for `l4` bytes with next
+/// header `next`.
 fn ipv6_frame(dst: Ipv6Addr, src_low: u8, next: u8, l4: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(54 + l4.len());
-    f.extend_from_slice(&PORT_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    put16(&mut f, 0x86dd);
-    f.extend_from_slice(&[0x60, 0, 0, 0]);
-    put16(&mut f, l4.len().min(0xffff) as u16);
-    f.push(next);
-    f.push(64);
-    let mut src = Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, 0).octets();
-    src[15] = src_low;
-    f.extend_from_slice(&src);
-    f.extend_from_slice(&dst.octets());
-    f.extend_from_slice(l4);
-    f
+    let src = Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, 0, u16::from(src_low));
+    let ip = frames::ipv6(src, dst, next, 64, l4);
+    frames::ethernet(PORT_MAC, CLIENT_MAC, frames::ETHERTYPE_IPV6, &ip)
 }
 
 /// A TCP (proto 6) or UDP (17) header and `payload`.
 fn l4(proto: u8, sport: u16, dport: u16, tcp_flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut h = Vec::with_capacity(20 + payload.len());
-    put16(&mut h, sport);
-    put16(&mut h, dport);
-    if proto == 6 {
-        h.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 5 << 4, tcp_flags]);
-        h.extend_from_slice(&[0xff, 0xff, 0, 0, 0, 0]);
+    if proto == frames::TCP {
+        frames::tcp(sport, dport, tcp_flags, payload)
     } else {
-        put16(&mut h, (8 + payload.len()).min(0xffff) as u16);
-        put16(&mut h, 0);
+        frames::udp(sport, dport, payload)
     }
-    h.extend_from_slice(payload);
-    h
 }
 
 /// One frame from a record: kind `0` takes the bytes as they are; the others build a
@@ -271,14 +245,12 @@ fn frame(kind: u8, bytes: &[u8]) -> Vec<u8> {
             let offset = u16::from(b(4) & 0x1f);
             let mf = u16::from(b(4) >> 7);
             let proto = if flags & 1 == 0 { 6 } else { 17 };
-            let mut body = vec![proto, 0];
-            put16(&mut body, (offset << 3) | mf);
-            body.extend_from_slice(&u32::from(b(5) & 7).to_be_bytes());
-            if offset == 0 {
-                body.extend_from_slice(&l4(proto, sport, dport, flags, payload));
+            let rest = if offset == 0 {
+                l4(proto, sport, dport, flags, payload)
             } else {
-                body.extend_from_slice(payload);
-            }
+                payload.to_vec()
+            };
+            let body = frames::ipv6_fragment(proto, offset, mf != 0, u32::from(b(5) & 7), &rest);
             let dst = if b(3) & 4 == 0 { v6(0x10) } else { v6(0x20) };
             ipv6_frame(dst, client & 3, 44, &body)
         }

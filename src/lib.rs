@@ -34,7 +34,11 @@ pub mod control;
 #[forbid(unsafe_code)]
 pub mod runtime;
 
-// Build identity, and the bodies of the fuzz targets (`fuzz/`).
+// Build identity; the bodies of the fuzz targets (`fuzz/`) and the frames tests, benchmarks
+// and fuzz targets are built from.
+#[doc(hidden)]
+#[forbid(unsafe_code)]
+pub mod frames;
 #[doc(hidden)]
 #[forbid(unsafe_code)]
 pub mod fuzzing;

@@ -17,122 +17,14 @@ pub const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const LB_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
 pub const LB_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 
-pub fn checksum(data: &[u8], initial: u32) -> u16 {
-    let mut sum = initial;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += w as u32;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+// Not every test binary uses every builder.
+#[allow(unused_imports)]
+pub use fulcrum::frames::{checksum, ipv4, ipv6, ipv6_fragment, tcp, udp, ACK, SYN, V4};
 
+/// An Ethernet header from the client to the balancer's port.
 pub fn eth(ethertype: u16, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(14 + payload.len());
-    f.extend_from_slice(&LB_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    f.extend_from_slice(&ethertype.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
+    fulcrum::frames::ethernet(LB_MAC, CLIENT_MAC, ethertype, payload)
 }
-
-/// Options of an IPv4 header.
-#[derive(Clone, Copy)]
-pub struct V4 {
-    pub ttl: u8,
-    pub df: bool,
-    pub id: u16,
-    pub frag_offset8: u16,
-    pub more_fragments: bool,
-}
-
-impl Default for V4 {
-    fn default() -> Self {
-        V4 {
-            ttl: 64,
-            df: false,
-            id: 0x1234,
-            frag_offset8: 0,
-            more_fragments: false,
-        }
-    }
-}
-
-pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, o: V4, payload: &[u8]) -> Vec<u8> {
-    let total = 20 + payload.len();
-    let mut h = vec![0u8; 20];
-    h[0] = 0x45;
-    h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    h[4..6].copy_from_slice(&o.id.to_be_bytes());
-    let mut flags = o.frag_offset8 & 0x1fff;
-    if o.df {
-        flags |= 0x4000;
-    }
-    if o.more_fragments {
-        flags |= 0x2000;
-    }
-    h[6..8].copy_from_slice(&flags.to_be_bytes());
-    h[8] = o.ttl;
-    h[9] = proto;
-    h[12..16].copy_from_slice(&src.octets());
-    h[16..20].copy_from_slice(&dst.octets());
-    let c = checksum(&h, 0);
-    h[10..12].copy_from_slice(&c.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
-
-pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, hop: u8, payload: &[u8]) -> Vec<u8> {
-    let mut h = vec![0u8; 40];
-    h[0] = 0x60;
-    h[4..6].copy_from_slice(&(payload.len() as u16).to_be_bytes());
-    h[6] = next;
-    h[7] = hop;
-    h[8..24].copy_from_slice(&src.octets());
-    h[24..40].copy_from_slice(&dst.octets());
-    h.extend_from_slice(payload);
-    h
-}
-
-/// An IPv6 fragment header + payload.
-pub fn ipv6_fragment(next: u8, offset8: u16, more: bool, id: u32, payload: &[u8]) -> Vec<u8> {
-    let mut h = vec![next, 0, 0, 0, 0, 0, 0, 0];
-    let v = (offset8 << 3) | more as u16;
-    h[2..4].copy_from_slice(&v.to_be_bytes());
-    h[4..8].copy_from_slice(&id.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
-
-pub fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut h = vec![0u8; 20];
-    h[0..2].copy_from_slice(&sport.to_be_bytes());
-    h[2..4].copy_from_slice(&dport.to_be_bytes());
-    h[4..8].copy_from_slice(&1u32.to_be_bytes());
-    h[12] = 5 << 4;
-    h[13] = flags;
-    h[14..16].copy_from_slice(&65535u16.to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
-
-pub fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut h = vec![0u8; 8];
-    h[0..2].copy_from_slice(&sport.to_be_bytes());
-    h[2..4].copy_from_slice(&dport.to_be_bytes());
-    h[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    h.extend_from_slice(payload);
-    h
-}
-
-pub const SYN: u8 = 0x02;
-pub const ACK: u8 = 0x10;
 
 /// A client -> VIP TCP frame (IPv4 or IPv6 by the addresses).
 pub fn tcp_frame(
