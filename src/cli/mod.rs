@@ -1,7 +1,7 @@
 //! The command line: `fulcrum run` (the daemon), `fulcrum maglev simulate`, and the
 //! commands that talk to a running daemon's API.
 
-pub mod client;
+pub mod api;
 pub mod maglev;
 
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 #[command(name = "fulcrum", version = crate::version::long_version_static(), about, long_about = None)]
 pub struct Cli {
     #[command(flatten)]
-    pub api: client::ApiArgs,
+    pub api: api::ApiArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -29,7 +29,7 @@ pub enum Command {
     #[command(subcommand)]
     Maglev(MaglevCommand),
     #[command(flatten)]
-    Client(client::ClientCommand),
+    Client(api::ClientCommand),
 }
 
 #[derive(clap::Args, Debug)]
