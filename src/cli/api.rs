@@ -2,11 +2,15 @@
 //! transport (TCP or a Unix socket), [`Answer`], [`CliError`] and the API's paths.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Bytes;
+use hyper::http::uri::Authority;
+use hyper::{header, Method, Request};
+use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 
 use crate::addr::{BackendAddr, VipKey};
@@ -17,7 +21,10 @@ pub const DEFAULT_API: &str = "http://127.0.0.1:9180";
 pub const API_ENV: &str = "FULCRUM_API";
 
 /// Longest answer read from the daemon.
-const MAX_RESPONSE: u64 = 64 << 20;
+const MAX_RESPONSE: usize = 64 << 20;
+
+/// How long one request may take, connecting included.
+const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +82,7 @@ impl ApiArgs {
 
 #[derive(Clone, Debug)]
 enum Endpoint {
-    /// `http://host:port`, without a trailing slash.
+    /// `host:port` of `http://host:port`.
     Http(String),
     Unix(PathBuf),
 }
@@ -86,7 +93,6 @@ pub struct ApiTarget {
     endpoint: Endpoint,
     token: Option<String>,
     shown: String,
-    agent: ureq::Agent,
 }
 
 impl std::fmt::Debug for ApiTarget {
@@ -122,37 +128,137 @@ impl ApiTarget {
             if host.is_empty() || host.contains('/') {
                 return Err(bad("must be only a scheme, host and port"));
             }
-            Endpoint::Http(format!("http://{host}"))
+            Endpoint::Http(host.to_string())
         } else if url.starts_with("https://") {
             return Err(bad("uses https, which the local API does not serve"));
         } else {
             return Err(bad("is not an API address"));
         };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            // The API is local: a proxy from the environment must not intercept it.
-            .proxy(None)
-            .build()
-            .into();
         Ok(ApiTarget {
             endpoint,
             token: token.filter(|t| !t.is_empty()),
             shown: url.to_string(),
-            agent,
         })
     }
 
-    /// Sends one request; any HTTP status is an answer.
+    /// Sends one request on a connection of its own; any HTTP status is an answer.
     pub fn request(
         &self,
         method: &str,
         path: &str,
         body: Option<(&str, &[u8])>,
     ) -> Result<Answer, CliError> {
+        let method = match method {
+            "GET" => Method::GET,
+            "DELETE" => Method::DELETE,
+            "POST" => Method::POST,
+            "PATCH" => Method::PATCH,
+            _ => return Err(CliError::Usage(format!("unsupported method {method}"))),
+        };
+        let host = match &self.endpoint {
+            Endpoint::Http(authority) => authority.as_str(),
+            Endpoint::Unix(_) => "localhost",
+        };
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(header::HOST, host)
+            .header(header::CONNECTION, "close");
+        if let Some(token) = &self.token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        // GET and DELETE carry no body; hyper sends the Content-Length of the others.
+        let data = match body {
+            Some((content_type, data)) if method != Method::GET && method != Method::DELETE => {
+                builder = builder.header(header::CONTENT_TYPE, content_type);
+                Bytes::copy_from_slice(data)
+            }
+            _ => Bytes::new(),
+        };
+        let request = builder
+            .body(Full::new(data))
+            .map_err(|e| self.protocol(e))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::Io(format!("cannot start the HTTP client: {e}")))?;
+        runtime.block_on(async {
+            tokio::time::timeout(TIMEOUT, self.exchange(request))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(self.unreachable(format!("no answer within {} s", TIMEOUT.as_secs())))
+                })
+        })
+    }
+
+    /// Connects (TCP or the Unix socket) and runs one HTTP/1.1 exchange over it.
+    async fn exchange(&self, request: Request<Full<Bytes>>) -> Result<Answer, CliError> {
         match &self.endpoint {
-            Endpoint::Http(base) => self.request_http(base, method, path, body),
-            Endpoint::Unix(socket) => self.request_unix(socket, method, path, body),
+            Endpoint::Http(authority) => {
+                let authority: Authority = authority.parse().map_err(|e| self.protocol(e))?;
+                // As a browser would: `http://HOST` means port 80.
+                let address = format!(
+                    "{}:{}",
+                    authority.host(),
+                    authority.port_u16().unwrap_or(80)
+                );
+                let stream = tokio::net::TcpStream::connect(address)
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
+                self.over(stream, request).await
+            }
+            Endpoint::Unix(socket) => {
+                let stream = tokio::net::UnixStream::connect(socket)
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
+                self.over(stream, request).await
+            }
+        }
+    }
+
+    async fn over<S>(&self, stream: S, request: Request<Full<Bytes>>) -> Result<Answer, CliError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.failed(e))?;
+        let driver = tokio::spawn(connection);
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    self.protocol(format!(
+                        "the answer is longer than {} MiB",
+                        MAX_RESPONSE >> 20
+                    ))
+                } else {
+                    self.protocol(chain(&*e))
+                }
+            })?
+            .to_bytes()
+            .to_vec();
+        driver.abort();
+        Ok(Answer { status, body })
+    }
+
+    /// A broken exchange: a malformed or cut-off answer is the API's fault, anything else
+    /// (refused, reset) means the daemon is not there.
+    fn failed(&self, e: hyper::Error) -> CliError {
+        if e.is_parse()
+            || e.is_parse_status()
+            || e.is_parse_too_large()
+            || e.is_incomplete_message()
+        {
+            self.protocol(chain(&e))
+        } else {
+            self.unreachable(chain(&e))
         }
     }
 
@@ -163,106 +269,11 @@ impl ApiTarget {
         }
     }
 
-    fn request_http(
-        &self,
-        base: &str,
-        method: &str,
-        path: &str,
-        body: Option<(&str, &[u8])>,
-    ) -> Result<Answer, CliError> {
-        let url = format!("{base}{path}");
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        macro_rules! with_headers {
-            ($builder:expr) => {{
-                let mut b = $builder;
-                if let Some(auth) = &auth {
-                    b = b.header("Authorization", auth.as_str());
-                }
-                b
-            }};
-        }
-        let result = match (method, body) {
-            ("GET", _) => with_headers!(self.agent.get(&url)).call(),
-            ("DELETE", _) => with_headers!(self.agent.delete(&url)).call(),
-            ("POST", Some((ct, data))) => with_headers!(self.agent.post(&url))
-                .header("Content-Type", ct)
-                .send(data),
-            ("POST", None) => with_headers!(self.agent.post(&url)).send_empty(),
-            ("PATCH", Some((ct, data))) => with_headers!(self.agent.patch(&url))
-                .header("Content-Type", ct)
-                .send(data),
-            ("PATCH", None) => with_headers!(self.agent.patch(&url)).send_empty(),
-            _ => return Err(CliError::Usage(format!("unsupported method {method}"))),
-        };
-        let mut response = result.map_err(|e| match e {
-            ureq::Error::Io(io) => self.unreachable(io),
-            ureq::Error::HostNotFound => self.unreachable("host not found"),
-            ureq::Error::ConnectionFailed => self.unreachable("connection failed"),
-            ureq::Error::Timeout(t) => self.unreachable(format!("timed out ({t})")),
-            other => CliError::Protocol {
-                api: self.shown.clone(),
-                reason: other.to_string(),
-            },
-        })?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_RESPONSE)
-            .read_to_vec()
-            .map_err(|e| CliError::Protocol {
-                api: self.shown.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(Answer { status, body })
-    }
-
-    /// HTTP/1.1 over a Unix socket, one request per connection.
-    fn request_unix(
-        &self,
-        socket: &std::path::Path,
-        method: &str,
-        path: &str,
-        body: Option<(&str, &[u8])>,
-    ) -> Result<Answer, CliError> {
-        let mut stream =
-            std::os::unix::net::UnixStream::connect(socket).map_err(|e| self.unreachable(e))?;
-        let timeout = Some(Duration::from_secs(60));
-        stream
-            .set_read_timeout(timeout)
-            .map_err(|e| self.unreachable(e))?;
-        stream
-            .set_write_timeout(timeout)
-            .map_err(|e| self.unreachable(e))?;
-        let mut head =
-            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-        if let Some(token) = &self.token {
-            let _ = write!(head, "Authorization: Bearer {token}\r\n");
-        }
-        let data = body.map_or(&[][..], |(_, d)| d);
-        if let Some((ct, d)) = body {
-            let _ = write!(
-                head,
-                "Content-Type: {ct}\r\nContent-Length: {}\r\n",
-                d.len()
-            );
-        } else if method != "GET" && method != "DELETE" {
-            head.push_str("Content-Length: 0\r\n");
-        }
-        head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
-            .and_then(|()| stream.write_all(data))
-            .map_err(|e| self.unreachable(e))?;
-        let mut raw = Vec::new();
-        stream
-            .take(MAX_RESPONSE)
-            .read_to_end(&mut raw)
-            .map_err(|e| self.unreachable(e))?;
-        parse_http_response(&raw).map_err(|reason| CliError::Protocol {
+    fn protocol(&self, reason: impl std::fmt::Display) -> CliError {
+        CliError::Protocol {
             api: self.shown.clone(),
-            reason,
-        })
+            reason: reason.to_string(),
+        }
     }
 
     /// Sends a request and decodes a success's JSON; a refusal becomes [`CliError::Api`].
@@ -329,64 +340,15 @@ impl ApiTarget {
     }
 }
 
-/// Splits a raw HTTP/1.x response into status and body (Content-Length, chunked, or up to
-/// the end of the connection).
-fn parse_http_response(raw: &[u8]) -> Result<Answer, String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the answer has no complete HTTP header")?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| format!("not an HTTP status line: {status_line:?}"))?;
-    let mut length = None;
-    let mut chunked = false;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding")
-                && value.eq_ignore_ascii_case("chunked")
-            {
-                chunked = true;
-            }
-        }
+/// An error and its causes, as one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
     }
-    let rest = &raw[end + 4..];
-    let body = if chunked {
-        let mut body = Vec::new();
-        let mut at = 0;
-        loop {
-            let line_end = rest[at..]
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or("truncated chunked body")?;
-            let size_text = String::from_utf8_lossy(&rest[at..at + line_end]);
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| format!("bad chunk size {size_text:?}"))?;
-            at += line_end + 2;
-            if size == 0 {
-                break;
-            }
-            body.extend_from_slice(rest.get(at..at + size).ok_or("truncated chunk")?);
-            at += size + 2;
-        }
-        body
-    } else if let Some(n) = length {
-        rest.get(..n)
-            .ok_or("the body is shorter than its Content-Length")?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(Answer { status, body })
+    text
 }
 
 /// A path segment, percent-encoded: `192.0.2.10:80/tcp` -> `192.0.2.10:80%2Ftcp`.
@@ -444,13 +406,122 @@ mod tests {
         }
     }
 
+    /// A one-shot daemon stand-in on a Unix socket (or TCP): reads one request head, writes
+    /// `answer`, closes; returns the `--api` URL and the request it read.
+    fn serve_once(unix: bool, answer: Vec<u8>) -> (String, std::thread::JoinHandle<String>) {
+        use std::io::{Read, Write};
+        fn answer_one(mut stream: impl Read + Write, answer: &[u8]) -> String {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            // The client may hang up once it has read enough.
+            let _ = stream.write_all(answer);
+            String::from_utf8_lossy(&head).into_owned()
+        }
+        if unix {
+            let dir = tempfile::tempdir().unwrap();
+            let socket = dir.path().join("api.sock");
+            let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+            let url = format!("unix:{}", socket.display());
+            let server = std::thread::spawn(move || {
+                let _dir = dir;
+                answer_one(listener.accept().unwrap().0, &answer)
+            });
+            (url, server)
+        } else {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let server =
+                std::thread::spawn(move || answer_one(listener.accept().unwrap().0, &answer));
+            (url, server)
+        }
+    }
+
+    fn ask(unix: bool, answer: &[u8]) -> Result<Answer, CliError> {
+        let (url, server) = serve_once(unix, answer.to_vec());
+        let got = ApiTarget::new(&url, None)
+            .unwrap()
+            .request("GET", "/v1/vips", None);
+        server.join().unwrap();
+        got
+    }
+
     #[test]
     fn raw_http_answers_parse() {
-        let a = parse_http_response(b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nabcdXX")
+        for unix in [true, false] {
+            let a = ask(
+                unix,
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nabcdXX",
+            )
             .unwrap();
-        assert_eq!((a.status, a.body.as_slice()), (404, &b"abcd"[..]));
-        let a = parse_http_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
-        assert_eq!(a.body, b"abcde");
-        assert!(parse_http_response(b"garbage").is_err());
+            assert_eq!((a.status, a.body.as_slice()), (404, &b"abcd"[..]));
+            let a = ask(unix, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+            assert_eq!(a.body, b"abcde");
+            assert!(ask(unix, b"garbage").is_err());
+        }
+    }
+
+    #[test]
+    fn a_broken_answer_is_a_protocol_error() {
+        for unix in [true, false] {
+            for answer in [
+                &b"garbage\r\n\r\n"[..],
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc",
+                b"",
+            ] {
+                let e = ask(unix, answer).unwrap_err();
+                assert!(matches!(e, CliError::Protocol { .. }), "{e}");
+                assert_eq!(e.exit_code(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn requests_carry_the_token_and_their_body() {
+        for unix in [true, false] {
+            let (url, server) = serve_once(
+                unix,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_vec(),
+            );
+            let api = ApiTarget::new(&url, Some("t0ken".into())).unwrap();
+            let a = api
+                .request("POST", "/v1/vips", Some(("application/json", b"{}")))
+                .unwrap();
+            assert_eq!((a.status, a.body.as_slice()), (200, &b"{}"[..]));
+            let head = server.join().unwrap().to_ascii_lowercase();
+            assert!(head.starts_with("post /v1/vips http/1.1\r\n"), "{head}");
+            for line in [
+                "authorization: bearer t0ken",
+                "content-type: application/json",
+                "content-length: 2",
+            ] {
+                assert!(head.contains(&format!("\r\n{line}\r\n")), "{head}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_answer_over_the_limit_is_refused() {
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_RESPONSE + 1
+        )
+        .into_bytes();
+        answer.resize(answer.len() + MAX_RESPONSE + 1, b'x');
+        let e = ask(true, &answer).unwrap_err();
+        assert!(e.to_string().contains("longer than 64 MiB"), "{e}");
+    }
+
+    #[test]
+    fn an_absent_daemon_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("unix:{}", dir.path().join("none.sock").display());
+        let e = ApiTarget::new(&url, None)
+            .unwrap()
+            .request("GET", "/v1/vips", None)
+            .unwrap_err();
+        assert_eq!(e.exit_code(), 3, "{e}");
     }
 }
