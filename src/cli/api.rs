@@ -11,6 +11,7 @@ use hyper::body::Bytes;
 use hyper::http::uri::Authority;
 use hyper::{header, Method, Request};
 use hyper_util::rt::TokioIo;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 
 use crate::addr::{BackendAddr, VipKey};
@@ -351,17 +352,18 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// What [`encode_segment`] leaves as it is: RFC 3986's unreserved characters, and `:`,
+/// which a path segment may hold and every address has.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b':');
+
 /// A path segment, percent-encoded: `192.0.2.10:80/tcp` -> `192.0.2.10:80%2Ftcp`.
 pub fn encode_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
+    utf8_percent_encode(text, SEGMENT).to_string()
 }
 
 pub(super) fn vip_path(vip: &VipKey) -> String {
@@ -387,6 +389,18 @@ mod tests {
             encode_segment("[2001:db8::7]:8080"),
             "%5B2001:db8::7%5D:8080"
         );
+        // Byte for byte as the hand-written encoder did: unreserved and `:` kept, every
+        // other byte (UTF-8 included) as %XX in upper case.
+        let all: String = (1..=0x7fu8).map(char::from).chain(['é', '€']).collect();
+        let mut want = String::new();
+        for b in all.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+                want.push(b as char);
+            } else {
+                let _ = write!(want, "%{b:02X}");
+            }
+        }
+        assert_eq!(encode_segment(&all), want);
     }
 
     #[test]
