@@ -44,7 +44,6 @@ fn full_table(rng: &mut SplitMix) -> (ConnTable, Vec<(FiveTuple, u64)>) {
     for (i, (key, hash)) in flows.iter().enumerate() {
         let value = FlowValue {
             backend: i as u32,
-            vip: 0,
             flags: 0,
         };
         table.insert(key, *hash, 0, value);
@@ -120,7 +119,6 @@ fn benches(c: &mut Criterion) {
             let (key, hash) = &fresh[i & mask];
             let value = FlowValue {
                 backend: i as u32,
-                vip: 1,
                 flags: 0,
             };
             black_box(table.insert(key, *hash, 2, value))

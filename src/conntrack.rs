@@ -12,7 +12,7 @@
 //!
 //! ```text
 //! line 0      : sig[8] (u16, 0 = empty) | last_seen[8] (u32 coarse ticks) | confirmed (u8) | 15 spare
-//! lines 1..=6 : entries[8], 48 bytes each: FiveTuple key (38) | backend u32 | vip u16 | flags u8
+//! lines 1..=6 : entries[8], 48 bytes each: FiveTuple key (38) | backend u32 | flags u8
 //! ```
 //!
 //! 448 / 8 = **56 bytes per flow**, key included; the default 1 Mi flows take 56 MiB per
@@ -53,9 +53,9 @@
 //!
 //! The table is one mapping of its own ([`HugeSlice`]), 2 MiB-aligned and advised to use
 //! transparent huge pages: on 4 KiB pages nearly every lookup of a large table also misses
-//! the TLB, which in a virtual machine costs a two-dimensional page walk (on the benchmark
-//! machine huge pages saved about 45 of 350 cycles per packet: docs/benchmarks.md). Huge
-//! pages are best effort; without them the table works the same, only slower.
+//! the TLB, which in a virtual machine costs a two-dimensional page walk (docs/benchmarks.md,
+//! step 1, has the figures). Huge pages are best effort; without them the table works the
+//! same, only slower.
 //!
 //! # Time
 //!
@@ -82,9 +82,9 @@
 //! know about configuration; the caller validates both against its current snapshot before
 //! trusting a hit, and re-selects (then [`ConnTable::update_backend`]s) when they are stale.
 
-use crate::dpdk::hugemem::HugeSlice;
-use crate::dpdk::prefetch::prefetch_line;
 use crate::flow::FiveTuple;
+use crate::mem::huge::HugeSlice;
+use crate::mem::prefetch::prefetch_line;
 use std::fmt;
 use std::mem::size_of;
 
@@ -116,9 +116,6 @@ const _: () = assert!(BYTES_PER_FLOW <= 64);
 pub struct FlowValue {
     /// The backend's stable id, assigned by the control plane.
     pub backend: u32,
-    /// The VIP's index in the snapshot the flow was created under. May be stale: the caller
-    /// checks it (and the backend) against its current snapshot.
-    pub vip: u16,
     /// Bits the caller owns (e.g. "TCP FIN seen"); the table stores them and never reads them.
     pub flags: u8,
 }
@@ -187,7 +184,6 @@ struct Meta {
 struct Entry {
     key: FiveTuple,
     backend: u32,
-    vip: u16,
     flags: u8,
 }
 
@@ -208,7 +204,6 @@ impl Entry {
             proto: 0,
         },
         backend: 0,
-        vip: 0,
         flags: 0,
     };
 
@@ -216,7 +211,6 @@ impl Entry {
         Self {
             key: *key,
             backend: value.backend,
-            vip: value.vip,
             flags: value.flags,
         }
     }
@@ -224,7 +218,6 @@ impl Entry {
     fn value(&self) -> FlowValue {
         FlowValue {
             backend: self.backend,
-            vip: self.vip,
             flags: self.flags,
         }
     }
@@ -749,7 +742,6 @@ mod tests {
     fn value(backend: u32) -> FlowValue {
         FlowValue {
             backend,
-            vip: 3,
             flags: 0x5a,
         }
     }

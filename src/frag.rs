@@ -39,11 +39,11 @@ pub enum FirstFragment {
     /// The first fragment was for no VIP port: the kernel gets the whole datagram, as it
     /// would get the same packet unfragmented.
     Kernel,
-    /// The first fragment went to `backend` of the VIP at snapshot index `vip` (whose id is
+    /// The first fragment went to `backend` of the VIP at snapshot index `vip_index` (whose id is
     /// `vip_id`, so a later fragment can tell that the VIP list changed), encapsulated with
     /// `hash` (the GUE source port is taken from it).
     Backend {
-        vip: u16,
+        vip_index: u16,
         vip_id: u32,
         backend: u32,
         hash: u64,
@@ -216,7 +216,7 @@ mod tests {
 
     fn backend(b: u32) -> FirstFragment {
         FirstFragment::Backend {
-            vip: 0,
+            vip_index: 0,
             vip_id: 7,
             backend: b,
             hash: u64::from(b) * 31,

@@ -1,3 +1,7 @@
+//! The `fulcrum` program: the daemon (`fulcrum run`), the benchmark, and the CLI that talks
+//! to a running daemon. The work is in the library; this file parses arguments and exits.
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -39,16 +43,19 @@ fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    let initial = match fulcrum::control::initial_specs(&config) {
+    // The state file is read once, here: the data plane starts on its VIPs, and the control
+    // plane takes the same state over.
+    let initial = match fulcrum::control::Initial::load(&config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("fulcrum: {e}");
             return ExitCode::from(2);
         }
     };
+    let specs = initial.specs();
     let control_config = config.clone();
     let vips = config.vips.len();
-    let ran = fulcrum::dataplane::run(&config, &initial, |handle| {
+    let ran = fulcrum::dataplane::run(&config, &specs, |handle| {
         tracing::info!(
             "running: {} port(s), {} worker(s), {} VIP(s) configured",
             handle.ports.len(),
@@ -56,10 +63,11 @@ fn run(args: &RunArgs) -> ExitCode {
             vips
         );
         let workers = handle.workers.clone();
-        let served = ControlPlane::new(control_config, handle).and_then(|cp| {
-            tracing::info!("control API on {}", cp.local_addr());
-            cp.serve(stop.clone())
-        });
+        let served = ControlPlane::start(control_config, initial, handle, Default::default())
+            .and_then(|cp| {
+                tracing::info!("control API on {}", cp.local_addr());
+                cp.serve(stop.clone())
+            });
         tracing::info!("stopping");
         (served, workers)
     });

@@ -4,6 +4,9 @@
 //! [`VecPacket`]. Both implement [`PacketBuf`], so parsing, encapsulation and ICMP generation
 //! are written once, against bytes, and are unit-tested without an EAL.
 
+/// The burst size fulcrum's workers use: what a worker receives, processes and sends at once.
+pub const BURST: usize = 32;
+
 /// A packet whose data can grow at the front (headroom) and at the back (tailroom).
 pub trait PacketBuf {
     /// The packet's bytes, starting at the Ethernet header.

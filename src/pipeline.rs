@@ -25,12 +25,12 @@ use std::sync::Arc;
 
 use crate::classify::{FirstFragmentClass, FragmentClass, VipIndex};
 use crate::conntrack::{ConnTable, ConnTableError, ConnTableStats, FlowValue};
-use crate::dpdk::BURST;
 use crate::encap::{self, EncapMode, EncapParams};
 use crate::flow::FiveTuple;
 use crate::frag::{DatagramKey, FirstFragment, FragmentTable};
 use crate::icmp_reply::{self, IcmpRateLimiter};
 use crate::packet::PacketBuf;
+use crate::packet::BURST;
 use crate::snapshot::Snapshot;
 use crate::stats::{DropReason, PacketBytes, WorkerStats};
 use crate::wire::{self, Family, Fragment, IpMeta};
@@ -83,7 +83,8 @@ enum FragStep {
 struct Pending {
     meta: IpMeta,
     hash: u64,
-    vip: u16,
+    /// The VIP's position in the snapshot's `vips` (`vip_id` is its stable id).
+    vip_index: u16,
     /// Whether the flow goes through conntrack (not later fragments, not ICMP errors).
     track: bool,
     frag: FragStep,
@@ -109,7 +110,7 @@ impl Pending {
     const UNUSED: Pending = Pending {
         meta: IpMeta::UNSPECIFIED,
         hash: 0,
-        vip: 0,
+        vip_index: 0,
         track: false,
         frag: FragStep::None,
         ways: 0,
@@ -187,7 +188,7 @@ impl Tally {
 }
 
 /// What routing a packet changes besides the packet: the flows and the ICMP budget.
-struct Flows {
+struct Router {
     conntrack: ConnTable,
     fragments: FragmentTable,
     limiter: IcmpRateLimiter,
@@ -195,7 +196,7 @@ struct Flows {
 
 /// One worker's pipeline: its conntrack table and rate limiter, and its counters.
 pub struct Pipeline {
-    flows: Flows,
+    router: Router,
     stats: Arc<WorkerStats>,
     pending: [Pending; BURST],
     last_ct: ConnTableStats,
@@ -207,7 +208,7 @@ const PREFETCH_AHEAD: usize = 4;
 impl Pipeline {
     pub fn new(cfg: &PipelineConfig, stats: Arc<WorkerStats>) -> Result<Pipeline, ConnTableError> {
         Ok(Pipeline {
-            flows: Flows {
+            router: Router {
                 conntrack: ConnTable::new(cfg.conntrack_flows, cfg.idle_timeout)?,
                 fragments: FragmentTable::new(
                     FRAGMENT_TABLE_ENTRIES,
@@ -250,7 +251,7 @@ impl Pipeline {
             .map(|p| p.mac);
         // Pass 1: parse into the packet's slot. Pass 1b reads the slots back only once these
         // stores have long reached the cache: reading a just-written header summary straight
-        // away stalls on store-to-load forwarding (measured: ~30 cycles per packet).
+        // away stalls on store-to-load forwarding (docs/benchmarks.md, step 3).
         for i in 0..n {
             if let Some(ahead) = pkts.get(i + PREFETCH_AHEAD) {
                 ahead.prefetch();
@@ -279,14 +280,14 @@ impl Pipeline {
         // behind a hash computation it covered two or three.
         for (p, v) in self.pending.iter().zip(verdicts.iter()).take(n) {
             if *v == Verdict::Forward && p.track {
-                self.flows.conntrack.prefetch(p.hash);
+                self.router.conntrack.prefetch(p.hash);
             }
         }
         // Pass 1d: the VIP, while those lines are on their way (a packet for no VIP had its
         // line prefetched for nothing, which is cheaper than a second pass before pass 1c).
         for (slot, v) in self.pending.iter_mut().zip(verdicts.iter_mut()).take(n) {
             if *v == Verdict::Forward {
-                *v = classify(snap, stats, &mut self.flows.fragments, slot, now);
+                *v = classify(snap, stats, &mut self.router.fragments, slot, now);
                 if let Verdict::Drop(reason) = *v {
                     stats.count_drop(reason);
                 }
@@ -295,7 +296,7 @@ impl Pipeline {
         // Pass 2: the entry lines, now that the metadata lines are (mostly) in.
         for (p, v) in self.pending.iter_mut().zip(verdicts.iter()).take(n) {
             if *v == Verdict::Forward && p.track {
-                p.ways = self.flows.conntrack.prefetch_entries(p.hash);
+                p.ways = self.router.conntrack.prefetch_entries(p.hash);
             }
         }
         // Pass 3: conntrack and select; what to write goes into the slot.
@@ -307,7 +308,7 @@ impl Pipeline {
             if *v != Verdict::Forward {
                 continue;
             }
-            *v = self.flows.route(snap, stats, port, pkt, p, now);
+            *v = self.router.route(snap, stats, port, pkt, p, now);
             if let Verdict::Drop(reason) = *v {
                 stats.count_drop(reason);
             }
@@ -323,7 +324,7 @@ impl Pipeline {
             }
             // Pass 3 forwarded only packets whose VIP, backend and port it found.
             let (Some(vip), Some(backend), Some(port_info)) = (
-                snap.vips.get(p.vip as usize),
+                snap.vips.get(p.vip_index as usize),
                 snap.backend(p.backend),
                 port_info,
             ) else {
@@ -362,12 +363,12 @@ impl Pipeline {
 
     /// Idle-time work: sweep expired flows.
     pub fn housekeeping(&mut self, now: u64) {
-        self.flows.conntrack.expire_some(now, 256);
+        self.router.conntrack.expire_some(now, 256);
         self.mirror_conntrack_stats();
     }
 
     fn mirror_conntrack_stats(&mut self) {
-        let conntrack = &self.flows.conntrack;
+        let conntrack = &self.router.conntrack;
         let s = conntrack.stats();
         if s == self.last_ct {
             return;
@@ -517,7 +518,7 @@ fn classify(
     if fragment != Fragment::None {
         stats.fragments.inc();
     }
-    slot.vip = vip;
+    slot.vip_index = vip;
     Verdict::Forward
 }
 
@@ -529,7 +530,7 @@ fn stateless(slot: &mut Pending) {
     slot.track = false;
 }
 
-impl Flows {
+impl Router {
     /// The backend id for a flow: its tracked backend if that still keeps flows, else a fresh
     /// Maglev pick (recorded in conntrack).
     #[inline(always)]
@@ -541,7 +542,7 @@ impl Flows {
         vip_id: u32,
         now: u64,
     ) -> Option<u32> {
-        let vip = snap.vips.get(p.vip as usize)?;
+        let vip = snap.vips.get(p.vip_index as usize)?;
         let keeps = |backend: u32| {
             snap.backend(backend)
                 .is_some_and(|b| b.vip_id == vip_id && b.keeps_flows())
@@ -566,7 +567,6 @@ impl Flows {
         let picked = vip.pick(p.hash)?;
         let value = FlowValue {
             backend: picked,
-            vip: vip_id as u16,
             flags: 0,
         };
         // An eviction, if any, is counted by the table itself.
@@ -593,7 +593,7 @@ impl Flows {
                 Err(verdict) => return verdict,
             }
         }
-        let Some(vip) = snap.vips.get(p.vip as usize) else {
+        let Some(vip) = snap.vips.get(p.vip_index as usize) else {
             return Verdict::Drop(DropReason::NoVip);
         };
         let vip_id = vip.id;
@@ -607,7 +607,7 @@ impl Flows {
         };
         if p.frag == FragStep::Record {
             let first = FirstFragment::Backend {
-                vip: p.vip,
+                vip_index: p.vip_index,
                 vip_id,
                 backend: backend_id,
                 hash: p.hash,
@@ -644,7 +644,7 @@ impl Flows {
 
     /// A later fragment: the backend its first fragment got (`Ok(Some)`, with the VIP and
     /// hash in `p`), the all-ports VIP's stateless pick when the first was not seen
-    /// (`Ok(None)`, `p.vip` is already that VIP), or where else it goes.
+    /// (`Ok(None)`, `p.vip_index` is already that VIP), or where else it goes.
     #[cold]
     fn follow_first(
         &mut self,
@@ -656,7 +656,7 @@ impl Flows {
         match self.fragments.lookup(&datagram(&p.meta), now) {
             Some(FirstFragment::Kernel) => Err(Verdict::Exception),
             Some(FirstFragment::Backend {
-                vip,
+                vip_index,
                 vip_id,
                 backend,
                 hash,
@@ -665,7 +665,7 @@ impl Flows {
                 // be the same one, and the backend still take its flows.
                 let same_vip = snap
                     .vips
-                    .get(usize::from(vip))
+                    .get(usize::from(vip_index))
                     .is_some_and(|v| v.id == vip_id);
                 let keeps = snap
                     .backend(backend)
@@ -673,7 +673,7 @@ impl Flows {
                 if !(same_vip && keeps) {
                     return Err(Verdict::Drop(DropReason::NoBackend));
                 }
-                p.vip = vip;
+                p.vip_index = vip_index;
                 p.hash = hash;
                 Ok(Some(backend))
             }

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::config::MAX_BURST;
-use crate::dpdk::{clock, Batch, Mbuf, RxQueue, TxQueue, BURST};
+use crate::dpdk::{clock, Batch, Mbuf, RxQueue, TxQueue};
 use crate::packet::PacketBuf;
+use crate::packet::BURST;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::snapshot::Reader;
 use crate::stats::{DropReason, HistogramExchange, WorkerStats};
@@ -53,6 +54,15 @@ fn count_burst(stats: &WorkerStats, histogram: &mut HistogramExchange, start: u6
     histogram.record(cycles);
 }
 
+/// Where a batch leaves the worker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Out of the port: counted in the port's tx counters.
+    Port,
+    /// Up the exception path: counted in `to_kernel` as each packet is queued.
+    Kernel,
+}
+
 /// Sends a batch; whatever the ring refuses is dropped and counted.
 #[inline]
 fn flush<'pool>(
@@ -60,11 +70,12 @@ fn flush<'pool>(
     batch: &mut WorkerBatch<'pool>,
     stats: &WorkerStats,
     port: usize,
-    counted: bool,
+    via: Via,
 ) {
     if batch.is_empty() {
         return;
     }
+    let counted = via == Via::Port;
     let bytes: usize = if counted {
         batch.as_slice().iter().map(|m| m.len()).sum()
     } else {
@@ -167,7 +178,7 @@ impl<'pool> Worker<'_, 'pool> {
                         .iter()
                         .all(|v| matches!(v, Verdict::Forward | Verdict::Reply))
                     {
-                        flush(&mut port.tx, &mut rx_batch, stats, p, true);
+                        flush(&mut port.tx, &mut rx_batch, stats, p, Via::Port);
                     } else {
                         let mut i = 0;
                         rx_batch.drain_into(|m: Mbuf| {
@@ -192,9 +203,9 @@ impl<'pool> Worker<'_, 'pool> {
                                 Verdict::Drop(_) => drop(m),
                             }
                         });
-                        flush(&mut port.tx, &mut out, stats, p, true);
+                        flush(&mut port.tx, &mut out, stats, p, Via::Port);
                         if let Some((_, exc_tx)) = port.exception.as_mut() {
-                            flush(exc_tx, &mut to_kernel, stats, p, false);
+                            flush(exc_tx, &mut to_kernel, stats, p, Via::Kernel);
                         }
                     }
                     count_burst(stats, &mut self.histogram, start, received);
@@ -208,7 +219,7 @@ impl<'pool> Worker<'_, 'pool> {
                                 c.add(m.len());
                             }
                         }
-                        flush(&mut port.tx, &mut out, &self.stats, p, true);
+                        flush(&mut port.tx, &mut out, &self.stats, p, Via::Port);
                     }
                 }
             }

@@ -109,7 +109,7 @@ pub fn handle(plane: &mut Plane, request: &ApiRequest) -> ApiResponse {
 
 /// Answers one request.
 pub fn route(plane: &mut Plane, request: &ApiRequest) -> ApiResponse {
-    if let Err(e) = authorize(plane.token.as_ref(), request.authorization) {
+    if let Err(e) = authorize(plane.token(), request.authorization) {
         return ApiResponse::error(e);
     }
     match dispatch(plane, request) {
@@ -142,25 +142,20 @@ fn segments(path: &str) -> Result<Vec<String>, ApiError> {
 }
 
 fn percent_decode(text: &str) -> Result<String, ApiError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("bad percent-encoding in path segment {text:?}"))
-                })?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    // The decoder passes a malformed escape through as it is; the API refuses it instead.
+    let malformed = text.match_indices('%').any(|(i, _)| {
+        !text
+            .get(i + 1..i + 3)
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if malformed {
+        return Err(ApiError::bad_request(format!(
+            "bad percent-encoding in path segment {text:?}"
+        )));
     }
-    String::from_utf8(out)
+    percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
         .map_err(|_| ApiError::bad_request(format!("path segment {text:?} is not UTF-8")))
 }
 
@@ -214,17 +209,17 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
         ("GET", ["v1", "vips"]) => Ok(ApiResponse::json(
             200,
             &VipList {
-                version: plane.version,
+                version: plane.version(),
                 vips: plane.vip_views(),
             },
         )),
         ("POST", ["v1", "vips"]) => {
             let body: VipRequest = json_body(request.body, VIP_EXAMPLE)?;
-            let mut candidate = plane.desired.clone();
-            let mut ids = plane.ids();
-            let key = candidate.add_vip(&body, &mut ids)?;
-            let n = body.backends.len();
-            plane.commit(format!("vip {key} added ({}, {n} backends)", body.encap), candidate)?;
+            let (_, key) = plane.change(|desired, ids| {
+                let key = desired.add_vip(&body, ids)?;
+                let n = body.backends.len();
+                Ok((format!("vip {key} added ({}, {n} backends)", body.encap), key))
+            })?;
             Ok(ApiResponse::json(201, &vip_reply(plane, &key)?))
         }
         (_, ["v1", "vips"]) => Err(not_allowed(method, path, "GET or POST")),
@@ -235,10 +230,12 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
         }
         ("DELETE", ["v1", "vips", vip]) => {
             let key = parse_vip(vip)?;
-            let mut candidate = plane.desired.clone();
-            let removed = candidate.remove_vip(&key)?;
-            let message = format!("vip {key} removed (with {} backends)", removed.backends.len());
-            let version = plane.commit(message.clone(), candidate)?;
+            let (version, message) = plane.change(|desired, _| {
+                let removed = desired.remove_vip(&key)?;
+                let message =
+                    format!("vip {key} removed (with {} backends)", removed.backends.len());
+                Ok((message.clone(), message))
+            })?;
             Ok(ApiResponse::json(200, &Done { version, message }))
         }
         (_, ["v1", "vips", _]) => Err(not_allowed(method, path, "GET or DELETE")),
@@ -249,7 +246,7 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
             Ok(ApiResponse::json(
                 200,
                 &BackendList {
-                    version: plane.version,
+                    version: plane.version(),
                     vip: key,
                     backends,
                 },
@@ -258,14 +255,12 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
         ("POST", ["v1", "vips", vip, "backends"]) => {
             let key = parse_vip(vip)?;
             let body: BackendRequest = json_body(request.body, BACKEND_EXAMPLE)?;
-            let mut candidate = plane.desired.clone();
-            let mut ids = plane.ids();
-            let address = candidate.add_backend(&key, &body, &mut ids)?;
-            let weight = body.weight.unwrap_or(1);
-            plane.commit(
-                format!("backend {address} added to vip {key} (weight {weight})"),
-                candidate,
-            )?;
+            let (_, address) = plane.change(|desired, ids| {
+                let address = desired.add_backend(&key, &body, ids)?;
+                let weight = body.weight.unwrap_or(1);
+                let message = format!("backend {address} added to vip {key} (weight {weight})");
+                Ok((message, address))
+            })?;
             Ok(ApiResponse::json(201, &backend_reply(plane, &key, &address)?))
         }
         (_, ["v1", "vips", _, "backends"]) => Err(not_allowed(method, path, "GET or POST")),
@@ -277,22 +272,22 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
         ("PATCH", ["v1", "vips", vip, "backends", backend]) => {
             let (key, address) = (parse_vip(vip)?, parse_backend(backend)?);
             let body: WeightRequest = json_body(request.body, WEIGHT_EXAMPLE)?;
-            let mut candidate = plane.desired.clone();
-            let old = candidate.vip(&key)?.backend(&address).map(|b| b.weight);
-            candidate.set_weight(&key, &address, body.weight)?;
-            let old = old.map_or_else(String::new, |w| format!("{w} -> "));
-            plane.commit(
-                format!("backend {address} of vip {key}: weight {old}{}", body.weight),
-                candidate,
-            )?;
+            plane.change(|desired, _| {
+                let old = desired.vip(&key)?.backend(&address).map(|b| b.weight);
+                desired.set_weight(&key, &address, body.weight)?;
+                let old = old.map_or_else(String::new, |w| format!("{w} -> "));
+                let message = format!("backend {address} of vip {key}: weight {old}{}", body.weight);
+                Ok((message, ()))
+            })?;
             Ok(ApiResponse::json(200, &backend_reply(plane, &key, &address)?))
         }
         ("DELETE", ["v1", "vips", vip, "backends", backend]) => {
             let (key, address) = (parse_vip(vip)?, parse_backend(backend)?);
-            let mut candidate = plane.desired.clone();
-            candidate.remove_backend(&key, &address)?;
-            let message = format!("backend {address} removed from vip {key}");
-            let version = plane.commit(message.clone(), candidate)?;
+            let (version, message) = plane.change(|desired, _| {
+                desired.remove_backend(&key, &address)?;
+                let message = format!("backend {address} removed from vip {key}");
+                Ok((message.clone(), message))
+            })?;
             Ok(ApiResponse::json(200, &Done { version, message }))
         }
         (_, ["v1", "vips", _, "backends", _]) => {
@@ -302,9 +297,10 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
         ("POST", ["v1", "vips", vip, "backends", backend, action @ ("drain" | "undrain")]) => {
             let (key, address) = (parse_vip(vip)?, parse_backend(backend)?);
             let drain = *action == "drain";
-            let mut candidate = plane.desired.clone();
-            candidate.set_drained(&key, &address, drain)?;
-            plane.commit(format!("backend {address} of vip {key} {action}ed"), candidate)?;
+            plane.change(|desired, _| {
+                desired.set_drained(&key, &address, drain)?;
+                Ok((format!("backend {address} of vip {key} {action}ed"), ()))
+            })?;
             Ok(ApiResponse::json(200, &backend_reply(plane, &key, &address)?))
         }
         (_, ["v1", "vips", _, "backends", _, "drain" | "undrain"]) => {
@@ -315,14 +311,14 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
         ("GET", ["v1", "stats"]) => {
             plane.housekeeping();
             let views = plane.vip_views();
-            let burst = metrics::burst_histogram(&plane.dataplane);
+            let burst = metrics::burst_histogram(plane.dataplane());
             let report = metrics::stats_report(
-                plane.version,
-                plane.started.elapsed().as_secs_f64(),
-                &plane.dataplane,
+                plane.version(),
+                plane.started().elapsed().as_secs_f64(),
+                plane.dataplane(),
                 &views,
                 &burst,
-                plane.api.read(),
+                plane.api_counters().read(),
             );
             Ok(ApiResponse::json(200, &report))
         }
@@ -330,7 +326,7 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
             200,
             &SnapshotAnswer {
                 report: plane.snapshot_report(),
-                adoption: plane.adoption.report(),
+                adoption: plane.adoption().stats().report(),
             },
         )),
         ("GET", ["v1", "config"]) => {
@@ -339,7 +335,7 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
                 .map_err(|e| ApiError::internal(format!("cannot print the configuration: {e}")))?;
             Ok(ApiResponse::text(
                 TEXT,
-                format!("# fulcrum running configuration, snapshot version {}\n{text}", plane.version),
+                format!("# fulcrum running configuration, snapshot version {}\n{text}", plane.version()),
             ))
         }
         ("POST", ["v1", "config"]) => {
@@ -360,12 +356,12 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
 struct SnapshotAnswer<'a> {
     #[serde(flatten)]
     report: SnapshotReport,
-    adoption: &'a metrics::AdoptionReport,
+    adoption: &'a super::adoption::AdoptionReport,
 }
 
 fn vip_reply(plane: &Plane, key: &VipKey) -> Result<VipReply, ApiError> {
     Ok(VipReply {
-        version: plane.version,
+        version: plane.version(),
         vip: plane.vip_view(key)?,
     })
 }
@@ -386,7 +382,7 @@ fn backend_reply(
             ))
         })?;
     Ok(BackendReply {
-        version: plane.version,
+        version: plane.version(),
         vip: *key,
         backend,
     })
@@ -395,14 +391,14 @@ fn backend_reply(
 fn metrics_text(plane: &mut Plane) -> ApiResponse {
     plane.housekeeping();
     let views = plane.vip_views();
-    let burst = metrics::burst_histogram(&plane.dataplane);
+    let burst = metrics::burst_histogram(plane.dataplane());
     let report = metrics::stats_report(
-        plane.version,
-        plane.started.elapsed().as_secs_f64(),
-        &plane.dataplane,
+        plane.version(),
+        plane.started().elapsed().as_secs_f64(),
+        plane.dataplane(),
         &views,
         &burst,
-        plane.api.read(),
+        plane.api_counters().read(),
     );
     let health = plane.health_report();
     let workers = plane.worker_versions();
@@ -412,7 +408,7 @@ fn metrics_text(plane: &mut Plane) -> ApiResponse {
         health: &health,
         workers: &workers,
         burst: &burst,
-        adoption: &plane.adoption,
+        adoption: plane.adoption().stats(),
     });
     ApiResponse::text(PROMETHEUS, text)
 }
@@ -423,7 +419,7 @@ fn apply_config(plane: &mut Plane, body: &[u8], dry_run: bool) -> Result<ApplyRe
         .map_err(|_| ApiError::bad_request("the configuration is not UTF-8 text"))?;
     let new =
         config::from_str(text, "request body").map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let base = &plane.base;
+    let base = plane.base();
     let mut restart_only = Vec::new();
     if new.dataplane != base.dataplane {
         restart_only.push("[dataplane]");
@@ -444,19 +440,19 @@ fn apply_config(plane: &mut Plane, body: &[u8], dry_run: bool) -> Result<ApplyRe
     let changes = diff(&running.vips, &new.vips);
     if dry_run || changes.is_empty() {
         return Ok(ApplyReport {
-            version: plane.version,
+            version: plane.version(),
             dry_run,
             applied: false,
             changes,
         });
     }
-    let mut candidate = plane.desired.clone();
-    let mut ids = plane.ids();
-    candidate.replace_vips(&new.vips, &mut ids)?;
-    let version = plane.commit(
-        format!("configuration applied ({} changes)", changes.len()),
-        candidate,
-    )?;
+    let (version, ()) = plane.change(|desired, ids| {
+        desired.replace_vips(&new.vips, ids)?;
+        Ok((
+            format!("configuration applied ({} changes)", changes.len()),
+            (),
+        ))
+    })?;
     for change in &changes {
         tracing::info!(version, "version {version}: {change}");
     }

@@ -13,14 +13,17 @@
 //! its first check is due at once. `fall` consecutive failures take it down; `rise`
 //! consecutive successes bring it back ([`Health::record`]).
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
 
-use super::messages::HealthStatus;
+use super::messages::{BackendHealth, HealthStatus};
+use super::state::{records_of, BackendRecord, Desired, VipRecord};
 use crate::config::{HealthCheck, HealthCheckKind};
 
 /// Prober threads. A check takes at most its timeout, so this many keep up with e.g. 400
@@ -91,6 +94,205 @@ impl Health {
         }
         next
     }
+}
+
+/// Where health checks really connect, given where they would: the identity in the daemon.
+/// Tests point it at servers on 127.0.0.1, since backends cannot be loopback addresses.
+pub type ProbeRedirect = Arc<dyn Fn(SocketAddr) -> SocketAddr + Send + Sync>;
+
+/// How one backend is checked.
+#[derive(Clone)]
+struct CheckPlan {
+    check: HealthCheck,
+    target: SocketAddr,
+    host: String,
+}
+
+/// The health checks of the desired state: how each checked backend is checked, what is
+/// known of its health, and the probers that run the checks.
+#[derive(Default)]
+pub struct Checks {
+    plans: HashMap<u32, CheckPlan>,
+    health: HashMap<u32, Health>,
+    prober: Option<Prober>,
+    redirect: Option<ProbeRedirect>,
+}
+
+impl Checks {
+    pub fn new(redirect: Option<ProbeRedirect>) -> Checks {
+        Checks {
+            redirect,
+            ..Checks::default()
+        }
+    }
+
+    /// Starts the prober threads (from the control thread, whose affinity they inherit).
+    /// Until then checks are planned but not run.
+    pub fn start(&mut self) -> std::io::Result<()> {
+        self.prober = Some(Prober::start(PROBERS)?);
+        Ok(())
+    }
+
+    /// Brings the check plans from `before` to `desired`: those of the VIPs that changed are
+    /// made anew. Keeps the health of backends that stay checked, starts new ones up.
+    /// Returns whether a backend that was down lost its health (a snapshot built before
+    /// says it is down; without its health it is not).
+    pub fn sync(&mut self, before: &Desired, desired: &Desired, now: Instant) -> bool {
+        let kept = records_of(&desired.vips);
+        let unchanged = records_of(&before.vips);
+        let mut dropped = Vec::new();
+        for v in before
+            .vips
+            .iter()
+            .filter(|v| !kept.contains(&Arc::as_ptr(v)))
+        {
+            for b in &v.backends {
+                if self.plans.remove(&b.id).is_some() {
+                    dropped.push(b.id);
+                }
+            }
+        }
+        let mut added = Vec::new();
+        for v in desired
+            .vips
+            .iter()
+            .filter(|v| !unchanged.contains(&Arc::as_ptr(v)))
+        {
+            for (id, plan) in self.plans_of(v) {
+                self.plans.insert(id, plan);
+                added.push(id);
+            }
+        }
+        let mut down_dropped = false;
+        for id in dropped {
+            if self.plans.contains_key(&id) {
+                continue;
+            }
+            if let Some(health) = self.health.remove(&id) {
+                down_dropped |= health.status == HealthStatus::Down;
+            }
+        }
+        for id in added {
+            self.health.entry(id).or_insert_with(|| Health::new(now));
+        }
+        down_dropped
+    }
+
+    /// How the backends of one VIP are checked, by backend id.
+    fn plans_of(&self, v: &VipRecord) -> Vec<(u32, CheckPlan)> {
+        let Ok(vip) = v.to_config() else {
+            return Vec::new();
+        };
+        let Some(check) = &vip.healthcheck else {
+            return Vec::new();
+        };
+        let mut plans = Vec::new();
+        for (b, record) in vip.backends.iter().zip(&v.backends) {
+            let Some(port) = vip.healthcheck_port(b) else {
+                continue;
+            };
+            let real = SocketAddr::new(b.address.addr, port);
+            let target = self.redirect.as_ref().map_or(real, |r| r(real));
+            plans.push((
+                record.id,
+                CheckPlan {
+                    check: check.clone(),
+                    target,
+                    host: real.to_string(),
+                },
+            ));
+        }
+        plans
+    }
+
+    /// A backend's health status; `Unchecked` without a check.
+    pub fn status(&self, backend_id: u32) -> HealthStatus {
+        self.health
+            .get(&backend_id)
+            .map_or(HealthStatus::Unchecked, |h| h.status)
+    }
+
+    /// What `GET /v1/health` says of one backend.
+    pub fn report(&self, b: &BackendRecord, now: Instant) -> BackendHealth {
+        let h = self.health.get(&b.id);
+        BackendHealth {
+            address: b.address,
+            id: b.id,
+            status: h.map_or(HealthStatus::Unchecked, |h| h.status),
+            target: self.plans.get(&b.id).map(|p| p.host.clone()),
+            consecutive_successes: h.map_or(0, |h| h.successes),
+            consecutive_failures: h.map_or(0, |h| h.failures),
+            checks: h.map_or(0, |h| h.checks),
+            failures: h.map_or(0, |h| h.failed_checks),
+            last_error: h.and_then(|h| h.last_error.clone()),
+            since_secs: h.map(|h| now.duration_since(h.since).as_secs_f64()),
+        }
+    }
+
+    /// Takes in the checks that finished and hands out the ones due. Returns each backend
+    /// whose status changed, in words, for the log line of the snapshot it causes.
+    pub fn poll(&mut self, desired: &Desired, now: Instant) -> Vec<String> {
+        let mut changed = Vec::new();
+        while let Some(outcome) = self.prober.as_ref().and_then(Prober::try_outcome) {
+            let (Some(plan), Some(health)) = (
+                self.plans.get(&outcome.backend_id),
+                self.health.get_mut(&outcome.backend_id),
+            ) else {
+                continue; // the backend went away while its check ran
+            };
+            let Some(status) = health.record(&outcome.result, &plan.check, now) else {
+                continue;
+            };
+            let (rise, fall) = (plan.check.rise, plan.check.fall);
+            let error = health.last_error.clone().unwrap_or_default();
+            let (vip, backend) = backend_words(desired, outcome.backend_id);
+            match status {
+                HealthStatus::Down => tracing::warn!(
+                    "backend {backend} of vip {vip} is down after {fall} failed checks: {error}"
+                ),
+                _ => tracing::info!(
+                    "backend {backend} of vip {vip} is up after {rise} passed checks"
+                ),
+            }
+            changed.push(format!(
+                "backend {backend} of vip {vip} is {}",
+                status.as_str()
+            ));
+        }
+        if let Some(prober) = &self.prober {
+            for (id, plan) in &self.plans {
+                let Some(health) = self.health.get_mut(id) else {
+                    continue;
+                };
+                if health.in_flight || now < health.next_due {
+                    continue;
+                }
+                health.in_flight = true;
+                let interval = Duration::from_millis(u64::from(plan.check.interval_ms));
+                // From the due time, not from now, so the interval does not drift by a tick
+                // per check; but never schedule into the past after a stall.
+                health.next_due = (health.next_due + interval).max(now);
+                prober.submit(Job {
+                    backend_id: *id,
+                    target: plan.target,
+                    host: plan.host.clone(),
+                    kind: plan.check.kind.clone(),
+                    timeout: Duration::from_millis(u64::from(plan.check.timeout_ms)),
+                });
+            }
+        }
+        changed
+    }
+}
+
+/// A backend's VIP and address, for the log.
+fn backend_words(desired: &Desired, backend_id: u32) -> (String, String) {
+    for v in &desired.vips {
+        if let Some(b) = v.backends.iter().find(|b| b.id == backend_id) {
+            return (v.vip.to_string(), b.address.to_string());
+        }
+    }
+    ("?".into(), format!("#{backend_id}"))
 }
 
 /// One check to run.

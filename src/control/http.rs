@@ -22,7 +22,7 @@
 //! never touches a socket, so no client can stall it.
 //!
 //! Every refusal and every connection closed without an answer is counted by reason in
-//! [`ApiCounters`], beside connections accepted and open and failed accepts: atomics the
+//! [`ApiCounters`] (`counters.rs`), beside connections accepted and open and failed accepts: atomics the
 //! network thread adds to and the control thread reads for `/metrics` and `GET /v1/stats`.
 //!
 //! A connection's time limits are one deadline per connection that moves with the phase of
@@ -33,7 +33,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -49,7 +49,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::api::{self, ApiResponse, MAX_BODY};
-use super::messages::{ApiStats, NamedCount};
+use super::counters::{ApiCounters, Closure, Refusal};
 use super::state::ApiError;
 use crate::config::{Control, Token};
 
@@ -97,148 +97,6 @@ impl Limits {
             body: ms(control.body_timeout_ms),
             idle: ms(control.idle_timeout_ms),
             write: ms(control.write_timeout_ms),
-        }
-    }
-}
-
-/// Why the network side refused a request or a connection, with an answer that says so.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Refusal {
-    /// 503: `max_connections` connections were open.
-    MaxConnections,
-    /// 503: [`QUEUE`] requests were already waiting for the control thread.
-    QueueFull,
-    /// 503: [`BODY_BUDGET`] bytes of request bodies were already being read.
-    BodyBudget,
-    /// 431: the request line and headers went over [`MAX_HEAD_BYTES`] or [`MAX_HEAD_LINES`].
-    HeadTooLarge,
-    /// 413: a body announced or grown over [`api::MAX_BODY`].
-    BodyTooLarge,
-    /// 408: the head did not arrive within `header_timeout_ms`.
-    HeadTimeout,
-    /// 408: the body did not arrive within `body_timeout_ms`.
-    BodyTimeout,
-    /// 401: no token, or a wrong one.
-    Unauthorized,
-    /// 400 (hyper's answer): not an HTTP/1.1 request, or a malformed chunked body.
-    Malformed,
-}
-
-impl Refusal {
-    pub const COUNT: usize = 9;
-    pub const ALL: [Refusal; Self::COUNT] = [
-        Refusal::MaxConnections,
-        Refusal::QueueFull,
-        Refusal::BodyBudget,
-        Refusal::HeadTooLarge,
-        Refusal::BodyTooLarge,
-        Refusal::HeadTimeout,
-        Refusal::BodyTimeout,
-        Refusal::Unauthorized,
-        Refusal::Malformed,
-    ];
-
-    /// The label used in metrics and `GET /v1/stats`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Refusal::MaxConnections => "max_connections",
-            Refusal::QueueFull => "queue_full",
-            Refusal::BodyBudget => "body_budget",
-            Refusal::HeadTooLarge => "head_too_large",
-            Refusal::BodyTooLarge => "body_too_large",
-            Refusal::HeadTimeout => "head_timeout",
-            Refusal::BodyTimeout => "body_timeout",
-            Refusal::Unauthorized => "unauthorized",
-            Refusal::Malformed => "malformed",
-        }
-    }
-}
-
-/// Why the network side closed a connection without a word.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-pub enum Closure {
-    /// Kept alive after an answer, and no new request within `idle_timeout_ms`.
-    Idle,
-    /// Connected and sent nothing within `header_timeout_ms`.
-    Silent,
-    /// Did not take its answer within `write_timeout_ms`.
-    WriteTimeout,
-}
-
-impl Closure {
-    pub const COUNT: usize = 3;
-    pub const ALL: [Closure; Self::COUNT] = [Closure::Idle, Closure::Silent, Closure::WriteTimeout];
-
-    /// The label used in metrics and `GET /v1/stats`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Closure::Idle => "idle",
-            Closure::Silent => "silent",
-            Closure::WriteTimeout => "write_timeout",
-        }
-    }
-}
-
-/// The API's connection counters. The network thread writes them, the control thread reads
-/// them (`/metrics`, `GET /v1/stats`): atomics only, relaxed (each is a count on its own, read
-/// by nothing that depends on another), so neither thread ever waits for the other.
-#[derive(Debug, Default)]
-pub struct ApiCounters {
-    /// Admitted connections open now; also what admission checks `max_connections` against.
-    open: AtomicUsize,
-    accepted: AtomicU64,
-    accept_errors: AtomicU64,
-    refused: [AtomicU64; Refusal::COUNT],
-    closed: [AtomicU64; Closure::COUNT],
-}
-
-impl ApiCounters {
-    fn refused(&self, reason: Refusal) {
-        self.refused[reason as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn closed(&self, reason: Closure) {
-        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Takes a connection slot if fewer than `max` are taken; never counts one over `max`,
-    /// not even for a moment, so the gauge never shows more than `max_connections`.
-    fn open_one(&self, max: usize) -> bool {
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    fn close_one(&self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// The counters as `GET /v1/stats` reports them (every reason, in [`Refusal::ALL`] and
-    /// [`Closure::ALL`] order, zeros included).
-    pub fn read(&self) -> ApiStats {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        ApiStats {
-            connections_open: self.open.load(Ordering::Relaxed) as u64,
-            connections_total: load(&self.accepted),
-            accept_errors: load(&self.accept_errors),
-            refused: Refusal::ALL
-                .iter()
-                .map(|r| NamedCount {
-                    name: r.name().into(),
-                    count: load(&self.refused[*r as usize]),
-                })
-                .collect(),
-            closed: Closure::ALL
-                .iter()
-                .map(|c| NamedCount {
-                    name: c.name().into(),
-                    count: load(&self.closed[*c as usize]),
-                })
-                .collect(),
         }
     }
 }
@@ -437,10 +295,7 @@ async fn accept_loop(listener: Accepting, shared: Arc<Shared>) {
                 tracing::debug!("control API: accept: {e}");
             }
             Err(e) => {
-                shared
-                    .counters
-                    .accept_errors
-                    .fetch_add(1, Ordering::Relaxed);
+                shared.counters.accept_failed();
                 if let Some(suppressed) = errors.note() {
                     tracing::warn!(
                         "control API: cannot accept connections: {e}{}; retrying every {} ms{}",
@@ -510,7 +365,7 @@ impl Stream for tokio::net::UnixStream {
 /// Serves the new connection, or refuses it (503) when `max_connections` are open.
 fn admit<S: Stream>(stream: S, shared: &Arc<Shared>) {
     let counters = &shared.counters;
-    counters.accepted.fetch_add(1, Ordering::Relaxed);
+    counters.accepted();
     if !counters.open_one(shared.limits.max_connections) {
         counters.refused(Refusal::MaxConnections);
         refuse(stream, shared);
@@ -1188,6 +1043,7 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::messages::{ApiStats, NamedCount};
 
     #[test]
     fn a_head_ends_at_its_empty_line_and_is_bounded() {
@@ -1235,50 +1091,6 @@ mod tests {
         drop(b);
         assert_eq!(counter.load(Ordering::Relaxed), 0);
         assert!(Reservation::take(&counter, usize::MAX).is_none());
-    }
-
-    #[test]
-    fn counters_report_every_reason_by_name() {
-        let counters = ApiCounters::default();
-        counters.refused(Refusal::QueueFull);
-        counters.refused(Refusal::QueueFull);
-        counters.refused(Refusal::Malformed);
-        counters.closed(Closure::WriteTimeout);
-        assert!(counters.open_one(2));
-        assert!(counters.open_one(2));
-        assert!(!counters.open_one(2), "a third slot of two");
-        let stats = counters.read();
-        assert_eq!(stats.connections_open, 2);
-        let names: Vec<&str> = stats.refused.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "max_connections",
-                "queue_full",
-                "body_budget",
-                "head_too_large",
-                "body_too_large",
-                "head_timeout",
-                "body_timeout",
-                "unauthorized",
-                "malformed"
-            ]
-        );
-        let count =
-            |list: &[NamedCount], name: &str| list.iter().find(|c| c.name == name).map(|c| c.count);
-        assert_eq!(count(&stats.refused, "queue_full"), Some(2));
-        assert_eq!(count(&stats.refused, "malformed"), Some(1));
-        assert_eq!(count(&stats.refused, "unauthorized"), Some(0));
-        assert_eq!(
-            stats
-                .closed
-                .iter()
-                .map(|c| (c.name.as_str(), c.count))
-                .collect::<Vec<_>>(),
-            [("idle", 0), ("silent", 0), ("write_timeout", 1)]
-        );
-        counters.close_one();
-        assert_eq!(counters.read().connections_open, 1);
     }
 
     /// The API's network side on 127.0.0.1, its requests going to `jobs`.

@@ -333,9 +333,9 @@ pub struct ApiStats {
     pub connections_total: u64,
     /// Accepts that failed for want of file descriptors or memory (each one pauses accepting).
     pub accept_errors: u64,
-    /// Requests and connections refused with an error answer, by reason (`http::Refusal`).
+    /// Requests and connections refused with an error answer, by reason (`counters::Refusal`).
     pub refused: Vec<NamedCount>,
-    /// Connections closed without an answer, by reason (`http::Closure`).
+    /// Connections closed without an answer, by reason (`counters::Closure`).
     pub closed: Vec<NamedCount>,
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 
+use super::adoption::{AdoptionStats, ADOPTION_BUCKETS};
 use super::messages::{
     ApiStats, BackendHealth, BackendStats, ConntrackStats, HealthReport, HealthStatus,
     LatencySummary, NamedCount, PortStatsView, StatsReport, VipStats, VipView, WorkerVersion,
@@ -152,76 +153,6 @@ pub fn stats_report(
 /// (a few packets on a fast core) to 2^30 (a stalled worker).
 pub fn burst_buckets() -> impl Iterator<Item = u64> {
     (6..=30).map(|p| 1u64 << p)
-}
-
-/// Upper bounds of the `fulcrum_snapshot_adoption_seconds` buckets: from a worker that was
-/// between two bursts (microseconds) to one that is starved of its core (tens of ms).
-pub const ADOPTION_BUCKETS: [f64; 11] = [
-    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.05,
-];
-
-/// How long the control thread waits for the workers to adopt a snapshot before it counts a
-/// timeout and moves on (the largest bucket).
-pub const ADOPTION_LIMIT: std::time::Duration = std::time::Duration::from_millis(50);
-
-/// One published snapshot's way to the workers. Times are in microseconds.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AdoptionSample {
-    pub version: u64,
-    /// From the API answer leaving (from the publish, for a health or MAC change, which has
-    /// no answer) until every worker runs this version or a newer one; when they already did,
-    /// the cost of one look (under a microsecond). `None`: not every worker had it within
-    /// [`ADOPTION_LIMIT`].
-    pub adopted_us: Option<f64>,
-    /// From the publish until the answer left (0 without an answer).
-    pub answered_us: f64,
-    /// The change's validate + build + persist + publish, on the control thread.
-    pub commit_us: f64,
-}
-
-/// `GET /v1/snapshot`'s `adoption`: the last sample and the totals behind
-/// `fulcrum_snapshot_adoption_seconds`.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AdoptionReport {
-    /// Publishes measured (API changes, health and MAC changes).
-    pub measured: u64,
-    /// Publishes some worker had not adopted within the wait limit.
-    pub timeouts: u64,
-    pub max_adopted_us: f64,
-    pub last: Option<AdoptionSample>,
-}
-
-/// How long workers take to adopt published snapshots, as a Prometheus histogram.
-#[derive(Clone, Debug, Default)]
-pub struct AdoptionStats {
-    /// Per bucket of [`ADOPTION_BUCKETS`], not cumulative.
-    buckets: [u64; ADOPTION_BUCKETS.len()],
-    sum_seconds: f64,
-    report: AdoptionReport,
-}
-
-impl AdoptionStats {
-    pub fn record(&mut self, sample: AdoptionSample) {
-        self.report.measured += 1;
-        match sample.adopted_us {
-            Some(us) => {
-                let seconds = us / 1e6;
-                self.sum_seconds += seconds;
-                if let Some(i) = ADOPTION_BUCKETS.iter().position(|b| seconds <= *b) {
-                    self.buckets[i] += 1;
-                }
-                self.report.max_adopted_us = self.report.max_adopted_us.max(us);
-            }
-            // Counted in `+Inf` only: the real time is unknown, and adding the limit to the
-            // sum would pass a guess off as a measurement.
-            None => self.report.timeouts += 1,
-        }
-        self.report.last = Some(sample);
-    }
-
-    pub fn report(&self) -> &AdoptionReport {
-        &self.report
-    }
 }
 
 /// Everything `/metrics` shows.
@@ -782,6 +713,7 @@ fn escape_label(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::adoption::AdoptionSample;
     use crate::control::messages::BackendView;
     use crate::encap::EncapMode;
 

@@ -20,7 +20,9 @@
 //!
 //! [`DetachedApi`] is the same request handling without sockets, threads or a data plane.
 
+pub mod adoption;
 mod api;
+pub mod counters;
 pub mod diff;
 pub mod health;
 pub mod http;
@@ -40,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::RecvTimeoutError;
 
-pub use plane::ProbeRedirect;
+pub use health::ProbeRedirect;
 pub use state::ApiError;
 
 use crate::addr::ControlAddr;
@@ -121,11 +123,24 @@ impl ControlPlane {
     /// Builds the state from `config` (and the state file, if configured and present: its
     /// VIPs replace the file's), publishes the first snapshot and binds the API listener.
     pub fn new(config: Config, dataplane: DataplaneHandle) -> Result<ControlPlane, ControlError> {
-        ControlPlane::with_options(config, dataplane, Options::default())
+        let initial = Initial::load(&config)?;
+        ControlPlane::start(config, initial, dataplane, Options::default())
     }
 
     pub fn with_options(
         config: Config,
+        dataplane: DataplaneHandle,
+        options: Options,
+    ) -> Result<ControlPlane, ControlError> {
+        let initial = Initial::load(&config)?;
+        ControlPlane::start(config, initial, dataplane, options)
+    }
+
+    /// As [`ControlPlane::new`], from the state [`Initial::load`] read (the daemon reads it
+    /// once, before the data plane starts on [`Initial::specs`]).
+    pub fn start(
+        config: Config,
+        initial: Initial,
         dataplane: DataplaneHandle,
         options: Options,
     ) -> Result<ControlPlane, ControlError> {
@@ -136,7 +151,7 @@ impl ControlPlane {
         }
         raise_fd_limit(&config.control);
         let limits = http::Limits::of(&config.control);
-        let desired = initial_state(&config)?;
+        let desired = initial.into_desired(&config)?;
         let plane = Plane::new(config, desired, dataplane, token, options.probe_redirect)
             .map_err(|e| ControlError::Invalid(e.message))?;
         let listen_error = |reason: String| ControlError::Listen {
@@ -161,9 +176,9 @@ impl ControlPlane {
             }
         };
         tracing::info!(
-            version = plane.version,
+            version = plane.version(),
             "control API listening on {bound}{}",
-            if plane.token.is_some() {
+            if plane.token().is_some() {
                 " (token required)"
             } else {
                 ""
@@ -185,7 +200,7 @@ impl ControlPlane {
 
     /// The newest published snapshot version.
     pub fn version(&self) -> u64 {
-        self.plane.version
+        self.plane.version()
     }
 
     /// Serves the API and runs health checks until `stop` is set (seen within [`TICK`],
@@ -200,9 +215,9 @@ impl ControlPlane {
             &net,
             listener,
             self.limits,
-            self.plane.token.clone(),
+            self.plane.token().cloned(),
             queue,
-            self.plane.api.clone(),
+            self.plane.api_counters().clone(),
         )
         .map_err(|source| ControlError::Serve {
             listen: self.listen.clone(),
@@ -256,7 +271,7 @@ impl DetachedApi {
     /// to a detached data plane.
     pub fn new(config: Config) -> Result<DetachedApi, ControlError> {
         let token = config.control.token.clone();
-        let desired = initial_state(&config)?;
+        let desired = Initial::load(&config)?.into_desired(&config)?;
         let plane = Plane::new(config, desired, DataplaneHandle::detached(), token, None)
             .map_err(|e| ControlError::Invalid(e.message))?;
         Ok(DetachedApi { plane })
@@ -286,7 +301,7 @@ impl DetachedApi {
 
     /// The newest published snapshot version.
     pub fn version(&self) -> u64 {
-        self.plane.version
+        self.plane.version()
     }
 }
 
@@ -328,70 +343,98 @@ fn raise_fd_limit(control: &Control) {
     }
 }
 
-/// The VIPs the data plane starts with, before the control plane runs: the ones
-/// [`ControlPlane::new`] publishes first, with the same ids, so workers balance from their
-/// first packet and keep their flows when the control plane takes over. Every backend starts
-/// healthy (health checks have not run yet); drained ones and weight 0 drain.
-pub fn initial_specs(config: &Config) -> Result<Vec<crate::snapshot::VipSpec>, ControlError> {
-    let desired = match &config.control.state_file {
-        Some(path) => match persist::load(path)? {
-            Some(d) => d,
-            None => Desired::from_config(config).map_err(|e| ControlError::Invalid(e.message))?,
-        },
-        None => Desired::from_config(config).map_err(|e| ControlError::Invalid(e.message))?,
-    };
-    Ok(plane::specs_of(
-        &desired,
-        |b| {
-            if b.drained || b.weight == 0 {
-                crate::snapshot::BackendState::Draining
-            } else {
-                crate::snapshot::BackendState::Active
-            }
-        },
-        |b| b.mac.map(|m| m.0),
-    ))
+/// The desired state the daemon starts from, read once at start-up: the state file's if it
+/// exists (it holds every change made through the API, which the configuration file does
+/// not), else the configuration file's VIPs.
+pub struct Initial {
+    desired: Desired,
+    /// No state file yet: the control plane writes one at once, so the ids are fixed from
+    /// the first start.
+    fresh: bool,
 }
 
-/// The VIPs to start from: the state file's if it exists (it holds every change made through
-/// the API, which the configuration file does not), else the configuration file's, written to
-/// the state file at once so their ids are fixed from the first start.
-fn initial_state(config: &Config) -> Result<Desired, ControlError> {
-    let Some(path) = &config.control.state_file else {
-        return Desired::from_config(config).map_err(|e| ControlError::Invalid(e.message));
-    };
-    match persist::load(path)? {
-        Some(desired) => {
-            desired
-                .validate(config)
-                .map_err(|e| ControlError::StateConflict {
-                    path: path.clone(),
-                    message: e.message,
-                })?;
-            if config.vips.len() != desired.vips.len()
-                || config.vips.iter().any(|v| desired.vip(&v.key).is_err())
-            {
-                tracing::warn!(
-                    "state file {} holds {} VIPs and replaces the configuration file's {} [[vip]] tables; to make the file's VIPs current: fulcrum config apply FILE",
-                    path.display(),
-                    desired.vips.len(),
-                    config.vips.len()
-                );
-            } else {
-                tracing::info!("state file {}: {} VIPs", path.display(), desired.vips.len());
-            }
-            Ok(desired)
-        }
-        None => {
+impl Initial {
+    /// Reads and checks the state file (if configured and present) or the configuration's
+    /// VIPs. Writes nothing.
+    pub fn load(config: &Config) -> Result<Initial, ControlError> {
+        let Some(path) = &config.control.state_file else {
             let desired =
                 Desired::from_config(config).map_err(|e| ControlError::Invalid(e.message))?;
-            desired
-                .validate(config)
-                .map_err(|e| ControlError::Invalid(e.message))?;
-            persist::store(path, &desired)?;
-            Ok(desired)
+            return Ok(Initial {
+                desired,
+                fresh: false,
+            });
+        };
+        match persist::load(path)? {
+            Some(desired) => {
+                desired
+                    .validate(config)
+                    .map_err(|e| ControlError::StateConflict {
+                        path: path.clone(),
+                        message: e.message,
+                    })?;
+                if config.vips.len() != desired.vips.len()
+                    || config.vips.iter().any(|v| desired.vip(&v.key).is_err())
+                {
+                    tracing::warn!(
+                        "state file {} holds {} VIPs and replaces the configuration file's {} [[vip]] tables; to make the file's VIPs current: fulcrum config apply FILE",
+                        path.display(),
+                        desired.vips.len(),
+                        config.vips.len()
+                    );
+                } else {
+                    tracing::info!("state file {}: {} VIPs", path.display(), desired.vips.len());
+                }
+                Ok(Initial {
+                    desired,
+                    fresh: false,
+                })
+            }
+            None => {
+                let desired =
+                    Desired::from_config(config).map_err(|e| ControlError::Invalid(e.message))?;
+                desired
+                    .validate(config)
+                    .map_err(|e| ControlError::Invalid(e.message))?;
+                Ok(Initial {
+                    desired,
+                    fresh: true,
+                })
+            }
         }
     }
+
+    /// The VIPs the data plane starts with, before the control plane runs: the ones
+    /// [`ControlPlane::start`] publishes first, with the same ids, so workers balance from
+    /// their first packet and keep their flows when the control plane takes over. Every
+    /// backend starts healthy (health checks have not run yet); drained ones and weight 0
+    /// drain.
+    pub fn specs(&self) -> Vec<crate::snapshot::VipSpec> {
+        plane::specs_of(
+            &self.desired,
+            |b| {
+                if b.drained || b.weight == 0 {
+                    crate::snapshot::BackendState::Draining
+                } else {
+                    crate::snapshot::BackendState::Active
+                }
+            },
+            |b| b.mac.map(|m| m.0),
+        )
+    }
+
+    /// The state to run, written to a fresh state file first.
+    fn into_desired(self, config: &Config) -> Result<Desired, ControlError> {
+        if let (true, Some(path)) = (self.fresh, &config.control.state_file) {
+            persist::store(path, &self.desired)?;
+        }
+        Ok(self.desired)
+    }
+}
+
+/// [`Initial::specs`] of [`Initial::load`]: the data plane's first VIPs for `config`.
+pub fn initial_specs(config: &Config) -> Result<Vec<crate::snapshot::VipSpec>, ControlError> {
+    Ok(Initial::load(config)?.specs())
 }
 
 /// Binds a Unix socket that only its owner may use, such that no other user can reach it at

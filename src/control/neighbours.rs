@@ -24,7 +24,9 @@ use std::time::Duration;
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use serde::Deserialize;
 
+use super::state::Desired;
 use crate::addr::MacAddr;
+use crate::encap::EncapMode;
 
 /// How often the neighbour table is read.
 pub const PERIOD: Duration = Duration::from_secs(2);
@@ -118,6 +120,64 @@ pub fn next_hop_macs(
         }
     }
     macs
+}
+
+/// The next-hop MACs of the backends that need one, as the kernel's neighbour tables resolve
+/// them (a reader thread asks; empty until it is started).
+#[derive(Default)]
+pub struct Macs {
+    reader: Option<NeighbourReader>,
+    found: HashMap<u32, [u8; 6]>,
+}
+
+impl Macs {
+    /// Starts the reader thread on the ports' exception interfaces (none: no reader).
+    pub fn start(&mut self, ifaces: Vec<String>) -> std::io::Result<()> {
+        if !ifaces.is_empty() {
+            self.reader = Some(NeighbourReader::start(ifaces)?);
+        }
+        Ok(())
+    }
+
+    /// Tells the reader which backends of `desired` need a next-hop MAC: those of L2 DSR
+    /// VIPs (on the link), and with `encap_needs_mac` (a port without a gateway MAC) those of
+    /// the other VIPs too. Backends with a configured MAC need none.
+    pub fn want(&self, desired: &Desired, encap_needs_mac: bool) {
+        let Some(reader) = &self.reader else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        for v in &desired.vips {
+            let l2 = v.encap == EncapMode::L2Dsr;
+            if !l2 && !encap_needs_mac {
+                continue;
+            }
+            for b in v.backends.iter().filter(|b| b.mac.is_none()) {
+                wanted.push(Wanted {
+                    backend_id: b.id,
+                    addr: b.address.addr,
+                    on_link: l2,
+                });
+            }
+        }
+        reader.want(wanted);
+    }
+
+    /// Takes in the reader's latest resolution; returns whether any MAC changed.
+    pub fn poll(&mut self) -> bool {
+        match self.reader.as_ref().and_then(NeighbourReader::try_found) {
+            Some(found) if found != self.found => {
+                self.found = found;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A backend's resolved MAC.
+    pub fn get(&self, backend_id: u32) -> Option<[u8; 6]> {
+        self.found.get(&backend_id).copied()
+    }
 }
 
 /// The helper thread's handle.

@@ -8,53 +8,29 @@
 //! snapshot specs, id bookkeeping and health-check plans are redone for the others only.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::health::{Health, Job, Prober};
-use super::http::ApiCounters;
+use super::adoption::Adoption;
+use super::counters::ApiCounters;
+use super::health::{Checks, ProbeRedirect};
 use super::messages::{
-    BackendHealth, BackendView, HealthReport, HealthStatus, SnapshotReport, VipHealth, VipView,
-    WorkerVersion,
+    BackendView, HealthReport, HealthStatus, SnapshotReport, VipHealth, VipView, WorkerVersion,
 };
-use super::metrics::{AdoptionSample, AdoptionStats, ADOPTION_LIMIT};
-use super::neighbours::{NeighbourReader, Wanted};
+use super::neighbours::Macs;
 use super::persist;
 use super::state::{records_of, ApiError, BackendRecord, Desired, IdBook, IdPolicy, VipRecord};
-use crate::config::{Config, HealthCheck, Token};
-use crate::encap::EncapMode;
+use crate::config::{Config, Token};
 use crate::handle::DataplaneHandle;
 use crate::snapshot::{self, BackendSpec, BackendState, Snapshot, VipSpec};
 
-/// Where health checks really connect, given where they would: the identity in the daemon.
-/// Tests point it at servers on 127.0.0.1, since backends cannot be loopback addresses.
-pub type ProbeRedirect = Arc<dyn Fn(SocketAddr) -> SocketAddr + Send + Sync>;
-
-/// How long [`Plane::await_adoption`] polls without yielding its core.
-const ADOPTION_SPIN: Duration = Duration::from_millis(1);
-
-/// A snapshot published but not yet seen running on every worker.
-#[derive(Clone, Copy)]
-struct PendingAdoption {
-    version: u64,
-    /// When the change began (validation), and when the snapshot was published.
-    started: Instant,
-    published: Instant,
-}
-
-/// How one backend is checked.
-#[derive(Clone)]
-struct CheckPlan {
-    check: HealthCheck,
-    target: SocketAddr,
-    host: String,
-}
-
+/// The control thread's state: the desired state and everything derived from it or
+/// observed about it. Every change goes through [`Plane::change`].
 pub struct Plane {
-    pub base: Config,
-    pub desired: Desired,
+    /// The configuration file's sections; its VIPs are `desired`'s starting point only.
+    base: Config,
+    desired: Desired,
     /// Whether `desired` passed [`Desired::validate`] against `base`: then a change is
     /// validated by the VIPs it replaces.
     desired_valid: bool,
@@ -67,24 +43,18 @@ pub struct Plane {
     /// the health of a backend that was down): the next build makes every spec anew.
     specs_stale: bool,
     /// The version of the newest published snapshot.
-    pub version: u64,
-    pub dataplane: DataplaneHandle,
-    pub token: Option<Token>,
+    version: u64,
+    dataplane: DataplaneHandle,
+    token: Option<Token>,
     state_file: Option<PathBuf>,
-    plans: HashMap<u32, CheckPlan>,
-    health: HashMap<u32, Health>,
-    /// Next-hop MACs resolved from the kernel, by backend id.
-    macs: HashMap<u32, [u8; 6]>,
-    prober: Option<Prober>,
-    neighbours: Option<NeighbourReader>,
-    redirect: Option<ProbeRedirect>,
+    checks: Checks,
+    macs: Macs,
     /// VIPs whose backends are all down, to log when that starts and ends.
     all_down: HashSet<u32>,
-    pub started: Instant,
-    pending_adoption: Option<PendingAdoption>,
-    pub adoption: AdoptionStats,
+    started: Instant,
+    adoption: Adoption,
     /// The API's connection counters, written by its network thread (zero without one).
-    pub api: Arc<ApiCounters>,
+    api: Arc<ApiCounters>,
 }
 
 impl Plane {
@@ -99,7 +69,8 @@ impl Plane {
         token: Option<Token>,
         redirect: Option<ProbeRedirect>,
     ) -> Result<Plane, ApiError> {
-        let quarantine = Duration::from_secs(u64::from(base.dataplane.conntrack_idle_timeout_secs));
+        let quarantine =
+            std::time::Duration::from_secs(u64::from(base.dataplane.conntrack_idle_timeout_secs));
         let mut plane = Plane {
             state_file: base.control.state_file.clone(),
             desired_valid: desired.validate(&base).is_ok(),
@@ -111,29 +82,26 @@ impl Plane {
             desired,
             dataplane,
             token,
-            plans: HashMap::new(),
-            health: HashMap::new(),
-            macs: HashMap::new(),
-            prober: None,
-            neighbours: None,
-            redirect,
+            checks: Checks::new(redirect),
+            macs: Macs::default(),
             all_down: HashSet::new(),
             started: Instant::now(),
-            pending_adoption: None,
-            adoption: AdoptionStats::default(),
+            adoption: Adoption::default(),
             api: Arc::default(),
         };
-        plane.sync_health(&Desired::default(), Instant::now());
+        plane
+            .checks
+            .sync(&Desired::default(), &plane.desired, Instant::now());
         plane.publish_runtime("initial configuration")?;
         // Its wait would start only when the API is up, measuring the start-up, not the
         // workers; and the workers began with the same VIPs (`initial_specs`).
-        plane.pending_adoption = None;
+        plane.adoption.forget();
         Ok(plane)
     }
 
     /// Starts the helper threads (from the control thread, whose affinity they inherit).
     pub fn start_helpers(&mut self) -> std::io::Result<()> {
-        self.prober = Some(Prober::start(super::health::PROBERS)?);
+        self.checks.start()?;
         let ifaces: Vec<String> = self
             .dataplane
             .exception_ifaces
@@ -141,15 +109,28 @@ impl Plane {
             .flatten()
             .cloned()
             .collect();
-        if !ifaces.is_empty() {
-            self.neighbours = Some(NeighbourReader::start(ifaces)?);
-            self.update_wanted();
-        }
+        self.macs.start(ifaces)?;
+        self.update_wanted();
         Ok(())
     }
 
+    /// The one way to change the desired state: `edit` changes a copy of it (with the id
+    /// policy for new VIPs and backends) and says what it did; the copy is then validated,
+    /// built, persisted, published and logged as one change, or, if any step fails, nothing
+    /// changes. Returns the new version and what `edit` returned.
+    pub fn change<T>(
+        &mut self,
+        edit: impl FnOnce(&mut Desired, &mut IdPolicy<'_>) -> Result<(String, T), ApiError>,
+    ) -> Result<(u64, T), ApiError> {
+        let mut candidate = self.desired.clone();
+        let mut ids = self.ids.policy(Instant::now());
+        let (what, value) = edit(&mut candidate, &mut ids)?;
+        let version = self.commit(what, candidate)?;
+        Ok((version, value))
+    }
+
     /// Validates, persists, publishes and logs `candidate`; returns the new version.
-    pub fn commit(&mut self, what: String, mut candidate: Desired) -> Result<u64, ApiError> {
+    fn commit(&mut self, what: String, mut candidate: Desired) -> Result<u64, ApiError> {
         let started = Instant::now();
         if self.desired_valid {
             candidate.validate_change(&self.desired, &self.base)?;
@@ -183,7 +164,7 @@ impl Plane {
         };
         self.dataplane.publisher.publish(snapshot);
         let now = Instant::now();
-        self.expect_adoption(version, started, now);
+        self.adoption.expect(&self.dataplane, version, started, now);
         self.ids.record(&self.desired, &candidate, now);
         self.specs = specs;
         self.specs_stale = false;
@@ -191,7 +172,7 @@ impl Plane {
         self.desired_valid = true;
         self.version = version;
         tracing::info!(version, "version {version}: {what}");
-        self.sync_health(&before, now);
+        self.specs_stale |= self.checks.sync(&before, &self.desired, now);
         if wanted_changed(&before, &self.desired) {
             self.update_wanted();
         }
@@ -211,72 +192,18 @@ impl Plane {
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         drop(current);
         self.dataplane.publisher.publish(snapshot);
-        self.expect_adoption(version, started, Instant::now());
+        self.adoption
+            .expect(&self.dataplane, version, started, Instant::now());
         self.version = version;
         tracing::info!(version, "version {version}: {why}");
         self.note_all_down();
         Ok(version)
     }
 
-    fn expect_adoption(&mut self, version: u64, started: Instant, published: Instant) {
-        if self.dataplane.workers.is_empty() {
-            return; // nothing to adopt it: no data plane (tests, `config check`)
-        }
-        self.pending_adoption = Some(PendingAdoption {
-            version,
-            started,
-            published,
-        });
-    }
-
-    /// Measures how long the workers take to run the snapshot published last: called once
-    /// its answer has left (`answered`; `None` for a change nobody asked for), so the wait
-    /// never delays an answer. Polls the workers' versions (one relaxed load each) for at
-    /// most [`ADOPTION_LIMIT`]; the next request waits that long at worst, and only if a
-    /// worker is stuck.
+    /// Measures the workers' adoption of the snapshot published last (see
+    /// [`Adoption::wait`]).
     pub fn await_adoption(&mut self, answered: Option<Instant>) {
-        let Some(pending) = self.pending_adoption.take() else {
-            return;
-        };
-        let from = answered.unwrap_or(pending.published);
-        let adopted = loop {
-            if self.dataplane.all_workers_at(pending.version) {
-                break Some(from.elapsed());
-            }
-            let waited = from.elapsed();
-            if waited >= ADOPTION_LIMIT {
-                break None;
-            }
-            // Spin through the first millisecond: a yield on a busy core can hand it away for
-            // a whole time slice, and the measurement would be the scheduler's. Past that,
-            // let the helper threads that share this core run.
-            if waited < ADOPTION_SPIN {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        };
-        let micros = |d: Duration| d.as_secs_f64() * 1e6;
-        self.adoption.record(AdoptionSample {
-            version: pending.version,
-            adopted_us: adopted.map(micros),
-            answered_us: micros(from.duration_since(pending.published)),
-            commit_us: micros(pending.published.duration_since(pending.started)),
-        });
-        if adopted.is_none() {
-            tracing::warn!(
-                version = pending.version,
-                "some worker has not adopted snapshot version {} within {} ms (worker versions: {:?}); is a worker stuck or starved of its core?",
-                pending.version,
-                ADOPTION_LIMIT.as_millis(),
-                self.dataplane.worker_versions()
-            );
-        }
-    }
-
-    /// The id policy for a change of the current state.
-    pub fn ids(&self) -> IdPolicy<'_> {
-        self.ids.policy(Instant::now())
+        self.adoption.wait(&self.dataplane, answered);
     }
 
     /// The specs of `candidate`'s VIPs: those it shares with the current state are taken
@@ -304,11 +231,7 @@ impl Plane {
     }
 
     fn backend_state(&self, b: &BackendRecord) -> BackendState {
-        if self
-            .health
-            .get(&b.id)
-            .is_some_and(|h| h.status == HealthStatus::Down)
-        {
+        if self.checks.status(b.id) == HealthStatus::Down {
             BackendState::Down
         } else if b.drained || b.weight == 0 {
             // Weight 0 drains as an explicit drain does: tracked flows stay.
@@ -330,103 +253,14 @@ impl Plane {
         spec_of(
             vip,
             |b| self.backend_state(b),
-            |b| b.mac.map(|m| m.0).or_else(|| self.macs.get(&b.id).copied()),
+            |b| b.mac.map(|m| m.0).or_else(|| self.macs.get(b.id)),
         )
-    }
-
-    /// Brings the check plans from `before` to the desired state: those of the VIPs that
-    /// changed are made anew. Keeps the health of backends that stay checked, starts new
-    /// ones up.
-    fn sync_health(&mut self, before: &Desired, now: Instant) {
-        let kept = records_of(&self.desired.vips);
-        let unchanged = records_of(&before.vips);
-        let mut dropped = Vec::new();
-        for v in before
-            .vips
-            .iter()
-            .filter(|v| !kept.contains(&Arc::as_ptr(v)))
-        {
-            for b in &v.backends {
-                if self.plans.remove(&b.id).is_some() {
-                    dropped.push(b.id);
-                }
-            }
-        }
-        let mut added = Vec::new();
-        for v in self
-            .desired
-            .vips
-            .iter()
-            .filter(|v| !unchanged.contains(&Arc::as_ptr(v)))
-        {
-            for (id, plan) in self.plans_of(v) {
-                self.plans.insert(id, plan);
-                added.push(id);
-            }
-        }
-        for id in dropped {
-            if self.plans.contains_key(&id) {
-                continue;
-            }
-            if let Some(health) = self.health.remove(&id) {
-                // The spec built before this made the backend down; without its health it
-                // is not, and nothing else would rebuild that spec.
-                self.specs_stale |= health.status == HealthStatus::Down;
-            }
-        }
-        for id in added {
-            self.health.entry(id).or_insert_with(|| Health::new(now));
-        }
-    }
-
-    /// How the backends of one VIP are checked, by backend id.
-    fn plans_of(&self, v: &VipRecord) -> Vec<(u32, CheckPlan)> {
-        let Ok(vip) = v.to_config() else {
-            return Vec::new();
-        };
-        let Some(check) = &vip.healthcheck else {
-            return Vec::new();
-        };
-        let mut plans = Vec::new();
-        for (b, record) in vip.backends.iter().zip(&v.backends) {
-            let Some(port) = vip.healthcheck_port(b) else {
-                continue;
-            };
-            let real = SocketAddr::new(b.address.addr, port);
-            let target = self.redirect.as_ref().map_or(real, |r| r(real));
-            plans.push((
-                record.id,
-                CheckPlan {
-                    check: check.clone(),
-                    target,
-                    host: real.to_string(),
-                },
-            ));
-        }
-        plans
     }
 
     /// Tells the neighbour reader which backends need a next-hop MAC.
     fn update_wanted(&self) {
-        let Some(reader) = &self.neighbours else {
-            return;
-        };
         let encap_needs_mac = self.dataplane.ports.iter().any(|p| p.gateway_mac.is_none());
-        let mut wanted = Vec::new();
-        for v in &self.desired.vips {
-            let l2 = v.encap == EncapMode::L2Dsr;
-            if !l2 && !encap_needs_mac {
-                continue;
-            }
-            for b in v.backends.iter().filter(|b| b.mac.is_none()) {
-                wanted.push(Wanted {
-                    backend_id: b.id,
-                    addr: b.address.addr,
-                    on_link: l2,
-                });
-            }
-        }
-        reader.want(wanted);
+        self.macs.want(&self.desired, encap_needs_mac);
     }
 
     /// Logs VIPs entering or leaving the all-backends-down state.
@@ -453,64 +287,9 @@ impl Plane {
 
     /// Work between requests: health outcomes and due checks, resolved MACs, reclamation.
     pub fn tick(&mut self, now: Instant) {
-        let mut changed: Vec<String> = Vec::new();
-        while let Some(outcome) = self.prober.as_ref().and_then(Prober::try_outcome) {
-            let (Some(plan), Some(health)) = (
-                self.plans.get(&outcome.backend_id),
-                self.health.get_mut(&outcome.backend_id),
-            ) else {
-                continue; // the backend went away while its check ran
-            };
-            let Some(status) = health.record(&outcome.result, &plan.check, now) else {
-                continue;
-            };
-            let (rise, fall) = (plan.check.rise, plan.check.fall);
-            let error = health.last_error.clone().unwrap_or_default();
-            let (vip, backend) = self.describe(outcome.backend_id);
-            match status {
-                HealthStatus::Down => tracing::warn!(
-                    "backend {backend} of vip {vip} is down after {fall} failed checks: {error}"
-                ),
-                _ => tracing::info!(
-                    "backend {backend} of vip {vip} is up after {rise} passed checks"
-                ),
-            }
-            changed.push(format!(
-                "backend {backend} of vip {vip} is {}",
-                status.as_str()
-            ));
-        }
-        if let Some(prober) = &self.prober {
-            for (id, plan) in &self.plans {
-                let Some(health) = self.health.get_mut(id) else {
-                    continue;
-                };
-                if health.in_flight || now < health.next_due {
-                    continue;
-                }
-                health.in_flight = true;
-                let interval = Duration::from_millis(u64::from(plan.check.interval_ms));
-                // From the due time, not from now, so the interval does not drift by a tick
-                // per check; but never schedule into the past after a stall.
-                health.next_due = (health.next_due + interval).max(now);
-                prober.submit(Job {
-                    backend_id: *id,
-                    target: plan.target,
-                    host: plan.host.clone(),
-                    kind: plan.check.kind.clone(),
-                    timeout: Duration::from_millis(u64::from(plan.check.timeout_ms)),
-                });
-            }
-        }
-        if let Some(macs) = self
-            .neighbours
-            .as_ref()
-            .and_then(NeighbourReader::try_found)
-        {
-            if macs != self.macs {
-                self.macs = macs;
-                changed.push("next-hop MACs resolved".into());
-            }
+        let mut changed = self.checks.poll(&self.desired, now);
+        if self.macs.poll() {
+            changed.push("next-hop MACs resolved".into());
         }
         if !changed.is_empty() {
             if let Err(e) = self.publish_runtime(&changed.join("; ")) {
@@ -528,13 +307,35 @@ impl Plane {
         }
     }
 
-    fn describe(&self, backend_id: u32) -> (String, String) {
-        for v in &self.desired.vips {
-            if let Some(b) = v.backends.iter().find(|b| b.id == backend_id) {
-                return (v.vip.to_string(), b.address.to_string());
-            }
-        }
-        ("?".into(), format!("#{backend_id}"))
+    /// The version of the newest published snapshot.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The configuration file's sections as the daemon started with them.
+    pub fn base(&self) -> &Config {
+        &self.base
+    }
+
+    pub fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
+    }
+
+    pub fn dataplane(&self) -> &DataplaneHandle {
+        &self.dataplane
+    }
+
+    /// When the control plane started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub fn adoption(&self) -> &Adoption {
+        &self.adoption
+    }
+
+    pub fn api_counters(&self) -> &Arc<ApiCounters> {
+        &self.api
     }
 
     pub fn vip_views(&self) -> Vec<VipView> {
@@ -571,13 +372,10 @@ impl Plane {
                     weight: b.weight,
                     state: self.backend_state(b),
                     drained: b.drained,
-                    health: self
-                        .health
-                        .get(&b.id)
-                        .map_or(HealthStatus::Unchecked, |h| h.status),
+                    health: self.checks.status(b.id),
                     mac: b
                         .mac
-                        .or_else(|| self.macs.get(&b.id).map(|m| crate::addr::MacAddr(*m))),
+                        .or_else(|| self.macs.get(b.id).map(crate::addr::MacAddr)),
                 })
                 .collect(),
         }
@@ -600,21 +398,7 @@ impl Plane {
                     backends: v
                         .backends
                         .iter()
-                        .map(|b| {
-                            let h = self.health.get(&b.id);
-                            BackendHealth {
-                                address: b.address,
-                                id: b.id,
-                                status: h.map_or(HealthStatus::Unchecked, |h| h.status),
-                                target: self.plans.get(&b.id).map(|p| p.host.clone()),
-                                consecutive_successes: h.map_or(0, |h| h.successes),
-                                consecutive_failures: h.map_or(0, |h| h.failures),
-                                checks: h.map_or(0, |h| h.checks),
-                                failures: h.map_or(0, |h| h.failed_checks),
-                                last_error: h.and_then(|h| h.last_error.clone()),
-                                since_secs: h.map(|h| now.duration_since(h.since).as_secs_f64()),
-                            }
-                        })
+                        .map(|b| self.checks.report(b, now))
                         .collect(),
                 })
                 .collect(),

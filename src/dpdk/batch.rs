@@ -1,9 +1,7 @@
 use std::mem::MaybeUninit;
 
 use super::Mbuf;
-
-/// The burst size fulcrum's workers use.
-pub const BURST: usize = 32;
+use crate::packet::BURST;
 
 /// A fixed-capacity burst of owned mbufs, kept on the stack: receiving and transmitting a
 /// burst allocates nothing. Dropping a batch frees the mbufs still in it. `'pool` is the

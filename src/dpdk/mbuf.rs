@@ -177,7 +177,7 @@ impl<'pool> Mbuf<'pool> {
     #[inline]
     pub fn prefetch_data(&self) {
         let (addr, off) = (field!(self.raw, buf_addr), field!(self.raw, data_off));
-        super::prefetch::prefetch_line((addr as *const u8).wrapping_add(off as usize));
+        crate::mem::prefetch::prefetch_line((addr as *const u8).wrapping_add(off as usize));
     }
 
     /// The packet's first-segment bytes, mutable; `None` when the mbuf is shared (another

@@ -1,4 +1,4 @@
-//! The safe layer over DPDK: the only place above `dpdk-sys` with `unsafe`.
+//! The safe layer over DPDK: with `mem`, the only place above `dpdk-sys` with `unsafe`.
 //!
 //! Everything the data plane touches is a safe type here:
 //! - [`Eal`]: the environment, started once per process.
@@ -22,14 +22,12 @@ mod batch;
 pub mod clock;
 mod eal;
 mod error;
-pub mod hugemem;
 pub mod lcore;
 mod mbuf;
 mod mempool;
 mod port;
-pub mod prefetch;
 
-pub use batch::{Batch, BURST};
+pub use batch::Batch;
 pub use eal::{eal_args_with_devices, Eal};
 pub use error::DpdkError;
 pub use mbuf::Mbuf;

@@ -9,7 +9,7 @@
 //!
 //! This needs no EAL and does not use DPDK's hugepage pool: it is ordinary anonymous
 //! memory, and when the kernel has no huge page to give it quietly uses small pages (the
-//! table works the same, only slower). It lives here because it needs `unsafe`.
+//! table works the same, only slower).
 
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
