@@ -7,13 +7,15 @@
 #   scripts/e2e.sh [--mode tap|virtio|jumbo|all] [--only REGEX] [--keep]
 #
 # --only runs the tests whose names match (the daemon still starts); --keep leaves the lab up
-# for a look afterwards (scripts/lab.sh down removes it).
+# for a look afterwards (scripts/lab.sh down removes it). The lab is driven here; what the
+# API and the clients answered is judged by scripts/lab/verdicts.py (one function per check).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DIR=${FL_LAB_DIR:-/run/fl-lab}
 PY=${FL_PYTHON:-/usr/bin/python3}
 CLIENT=$ROOT/scripts/lab/client.py
+VERDICTS=$ROOT/scripts/lab/verdicts.py
 MODE=all
 ONLY=
 KEEP=0
@@ -57,8 +59,8 @@ cli() { in_ns lb timeout 15 "${FULCRUM_BIN:-$ROOT/target/release/fulcrum}" "$@";
 api() { in_ns lb curl -s --max-time 3 "http://127.0.0.1:9180$1"; }
 vip_path() { local v=${1//\//%2F}; echo "${v//[/%5B}" | sed 's/]/%5D/g'; }
 
-# j EXPR: evaluates a Python expression over the JSON on stdin (bound to `d`).
-j() { "$PY" -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+# v NAME [ARG ...]: a judgement of scripts/lab/verdicts.py over the JSON on stdin.
+v() { "$PY" "$VERDICTS" "$@"; }
 
 # traffic CLIENT tcp|udp VIP N [extra client.py args]: JSON tally of answers by backend.
 traffic() {
@@ -68,19 +70,13 @@ traffic() {
 }
 
 # The decapsulators' counter KEY summed over the backends.
-decap_sum() {
-  "$PY" - "$1" "$DIR" <<'EOF'
-import json, sys, glob
-key, d = sys.argv[1], sys.argv[2]
-print(sum(json.load(open(f)).get(key, 0) for f in glob.glob(f"{d}/be*.decap.json")))
-EOF
-}
+decap_sum() { "$PY" "$VERDICTS" decap-sum "$1" "$DIR"; }
 
 # Waits until every backend of every VIP has a next-hop MAC and $VIP's backends are all up.
 wait_ready() {
   local i
   for ((i = 0; i < 100; i++)); do
-    if api /v1/vips | j 'all(b.get("mac") for v in d["vips"] for b in v["backends"]) and all(b["health"] == "up" for v in d["vips"] if v["vip"] == "'"$VIP"'" for b in v["backends"])' 2>/dev/null | grep -q True; then
+    if api /v1/vips | v ready "$VIP" 2>/dev/null | grep -q True; then
       return 0
     fi
     sleep 0.2
@@ -93,7 +89,7 @@ start_daemon() { lab start "$1" >/dev/null && wait_ready; }
 
 # The state of $VIP's backends as "be1:w=1:active:up be2:...".
 vip_state() {
-  api "/v1/vips/$(vip_path "$VIP")" | j '" ".join("%s:w=%s:%s:%s" % (b["address"], b["weight"], b["state"], b["health"]) for b in d["vip"]["backends"])'
+  api "/v1/vips/$(vip_path "$VIP")" | v vip-state
 }
 
 # --- the tests --------------------------------------------------------------------------
@@ -103,19 +99,7 @@ test_spread() {
   local name=$1 sport=$2 out
   out=$(traffic c1 tcp 192.0.2.10 600 --sport-base "$sport" --concurrency 8)
   local verdict
-  verdict=$("$PY" - "$out" <<'EOF'
-import json, sys
-d = json.loads(sys.argv[1])
-want = {"be1": 1 / 6, "be2": 2 / 6, "be3": 3 / 6}
-total = sum(d["answers"].values())
-parts, ok = [], d["errors"] == 0 and total == 600 and set(d["answers"]) <= set(want)
-for b, w in want.items():
-    share = d["answers"].get(b, 0) / max(total, 1)
-    ok = ok and abs(share - w) <= 0.05
-    parts.append(f"{b} {100 * share:.1f}% (weight {100 * w:.1f}%)")
-print(("ok" if ok else "bad") + " " + ", ".join(parts) + f"; errors {d['errors']}, {d['seconds']} s")
-EOF
-)
+  verdict=$(v spread <<<"$out")
   if [[ $verdict == ok* ]]; then pass "$name" "${verdict#ok }"; else fail "$name" "${verdict#bad } $out"; fi
 }
 
@@ -177,9 +161,9 @@ test_stickiness() {
   stream_finish a "$bytes" || ok=0
   stream_finish b "$bytes" || ok=0
   if [ "$ok" = 1 ] && [ ${#changes[@]} = 3 ] && [ -n "$removed" ] \
-    && [ "$(j 'd["errors"]' <<<"$after")" = 0 ] \
-    && [ "$(j 'd["answers"].get("'"$removed"'", 0)' <<<"$after")" = 0 ]; then
-    pass "$name" "2 streams (on ${S_BACKEND[a]}, ${S_BACKEND[b]}): $bytes bytes each, intact while: ${changes[*]}; 60 new conns $(j 'd["answers"]' <<<"$after")"
+    && [ "$(v errors <<<"$after")" = 0 ] \
+    && [ "$(v answers-from "$removed" <<<"$after")" = 0 ]; then
+    pass "$name" "2 streams (on ${S_BACKEND[a]}, ${S_BACKEND[b]}): $bytes bytes each, intact while: ${changes[*]}; 60 new conns $(v answers <<<"$after")"
   else
     fail "$name" "${S_RESULT[a]}; ${S_RESULT[b]}; changes: ${changes[*]:-none}; new conns $after; state $(vip_state)"
   fi
@@ -197,9 +181,9 @@ test_drain() {
   fi
   sleep 0.5
   after=$(traffic c1 tcp 192.0.2.10 200 --concurrency 8)
-  if stream_finish d "$bytes" && [ "$(j 'd["errors"]' <<<"$after")" = 0 ] \
-    && [ "$(j 'd["answers"].get("'"$drained"'", 0)' <<<"$after")" = 0 ]; then
-    pass "$name" "stream on drained $drained finished ($bytes bytes); 200 new conns: $(j 'd["answers"]' <<<"$after"), none to $drained"
+  if stream_finish d "$bytes" && [ "$(v errors <<<"$after")" = 0 ] \
+    && [ "$(v answers-from "$drained" <<<"$after")" = 0 ]; then
+    pass "$name" "stream on drained $drained finished ($bytes bytes); 200 new conns: $(v answers <<<"$after"), none to $drained"
   else
     fail "$name" "${S_RESULT[d]}; new conns $after; state $(vip_state)"
   fi
@@ -209,7 +193,7 @@ test_drain() {
 # Stopping a backend's server takes it out after fall x interval; restarting brings it back.
 test_health() {
   local name=$1 victim out back i down_after
-  victim=$(api "/v1/vips/$(vip_path "$VIP")" | j '[b["address"] for b in d["vip"]["backends"] if b["weight"] > 0 and b["state"] == "active"][0]')
+  victim=$(api "/v1/vips/$(vip_path "$VIP")" | v first-active)
   victim=${NAME[$victim]:-}
   if [ -z "$victim" ]; then fail "$name" "no active backend to stop: $(vip_state)"; return; fi
   lab server stop "$victim" http
@@ -224,9 +208,9 @@ test_health() {
     sleep 0.25
   done
   back=$(traffic c1 tcp 192.0.2.10 200 --concurrency 8)
-  if [ "$(j 'd["errors"]' <<<"$out")" = 0 ] && [ "$(j 'd["answers"].get("'"$victim"'", 0)' <<<"$out")" = 0 ] \
-    && [ "$(j 'd["errors"]' <<<"$back")" = 0 ] && [ "$(j 'd["answers"].get("'"$victim"'", 0)' <<<"$back")" -gt 0 ]; then
-    pass "$name" "$victim's server stopped: 200 conns, 0 failed, 0 to $victim (checked $((SECONDS - t0)) s later); restarted: $(j 'd["answers"]' <<<"$back")"
+  if [ "$(v errors <<<"$out")" = 0 ] && [ "$(v answers-from "$victim" <<<"$out")" = 0 ] \
+    && [ "$(v errors <<<"$back")" = 0 ] && [ "$(v answers-from "$victim" <<<"$back")" -gt 0 ]; then
+    pass "$name" "$victim's server stopped: 200 conns, 0 failed, 0 to $victim (checked $((SECONDS - t0)) s later); restarted: $(v answers <<<"$back")"
   else
     fail "$name" "while down: $out [$down_after]; after restart: $back [$(vip_state)]"
   fi
@@ -235,8 +219,8 @@ test_health() {
 test_udp() {
   local out
   out=$(traffic c1 udp 192.0.2.10 60 --sport-base 30000)
-  if [ "$(j 'd["errors"]' <<<"$out")" = 0 ] && [ "$(j 'len(d["answers"])' <<<"$out")" -ge 2 ]; then
-    pass udp "60 requests to 192.0.2.10:53/udp answered: $(j 'd["answers"]' <<<"$out")"
+  if [ "$(v errors <<<"$out")" = 0 ] && [ "$(v backends-answering <<<"$out")" -ge 2 ]; then
+    pass udp "60 requests to 192.0.2.10:53/udp answered: $(v answers <<<"$out")"
   else
     fail udp "$out"
   fi
@@ -245,8 +229,8 @@ test_udp() {
 test_ipv6() {
   local out
   out=$(traffic c1 tcp 2001:db8:10::10 60)
-  if [ "$(j 'd["errors"]' <<<"$out")" = 0 ] && [ "$(j 'len(d["answers"])' <<<"$out")" = 3 ]; then
-    pass ipv6 "60 conns to [2001:db8:10::10]:80 (l2dsr): $(j 'd["answers"]' <<<"$out")"
+  if [ "$(v errors <<<"$out")" = 0 ] && [ "$(v backends-answering <<<"$out")" = 3 ]; then
+    pass ipv6 "60 conns to [2001:db8:10::10]:80 (l2dsr): $(v answers <<<"$out")"
   else
     fail ipv6 "$out"
   fi
@@ -264,10 +248,10 @@ test_tunnel() {
   o6=$(traffic c1 tcp "$v6" 60)
   sleep 1.2 # the decapsulators write their counters once a second
   local d4=$(($(decap_sum "$k4") - b4)) d6=$(($(decap_sum "$k6") - b6))
-  if [ "$(j 'd["errors"]' <<<"$o4")" = 0 ] && [ "$(j 'd["errors"]' <<<"$o6")" = 0 ] \
-    && [ "$(j 'len(d["answers"])' <<<"$o4")" = 3 ] && [ "$(j 'len(d["answers"])' <<<"$o6")" = 3 ] \
+  if [ "$(v errors <<<"$o4")" = 0 ] && [ "$(v errors <<<"$o6")" = 0 ] \
+    && [ "$(v backends-answering <<<"$o4")" = 3 ] && [ "$(v backends-answering <<<"$o6")" = 3 ] \
     && [ "$d4" -ge 240 ] && [ "$d6" -ge 240 ]; then
-    pass "$mode" "60+60 conns to $v4 and [$v6]: $(j 'd["answers"]' <<<"$o4") / $(j 'd["answers"]' <<<"$o6"); decapsulated $d4 IPv4 + $d6 IPv6 packets"
+    pass "$mode" "60+60 conns to $v4 and [$v6]: $(v answers <<<"$o4") / $(v answers <<<"$o6"); decapsulated $d4 IPv4 + $d6 IPv6 packets"
   else
     fail "$mode" "v4 $o4; v6 $o6; decapsulated $d4 + $d6"
   fi
@@ -280,10 +264,10 @@ test_pmtu() {
   head -c 1048576 /dev/zero >"$DIR/upload.bin"
   ip -n fl-c2 route flush cache >/dev/null 2>&1
   ip -n fl-c2 -6 route flush cache >/dev/null 2>&1
-  before=$(api /v1/stats | j 'd["icmp_too_big_sent"]')
+  before=$(api /v1/stats | v field icmp_too_big_sent)
   r4=$(in_ns c2 curl -s --max-time 20 --data-binary "@$DIR/upload.bin" http://192.0.2.11/upload)
   r6=$(in_ns c2 curl -s --max-time 20 --data-binary "@$DIR/upload.bin" "http://[2001:db8:10::11]/upload")
-  after=$(api /v1/stats | j 'd["icmp_too_big_sent"]')
+  after=$(api /v1/stats | v field icmp_too_big_sent)
   m4=$(ip -n fl-c2 route get 192.0.2.11 | grep -o 'mtu [0-9]*')
   m6=$(ip -n fl-c2 -6 route get 2001:db8:10::11 | grep -o 'mtu [0-9]*')
   if [[ $r4 == *"received 1048576 bytes"* ]] && [[ $r6 == *"received 1048576 bytes"* ]] \
@@ -371,8 +355,8 @@ test_jumbo() {
     wait "$pid" 2>/dev/null
     rm -f "$DIR/pids/tcpdump.pid"
     big=$(grep -c . "$cap")
-    if [ "$(j 'd["ok"]' <<<"$out")" = True ] && [ "$big" -ge 200 ]; then
-      summary+=("$mode $vip: $(j 'd["backend"]' <<<"$out"), $big frames >8000 B")
+    if [ "$(v field ok <<<"$out")" = True ] && [ "$big" -ge 200 ]; then
+      summary+=("$mode $vip: $(v field backend <<<"$out"), $big frames >8000 B")
     else
       bad+=("$mode $vip: $out; $big frames >8000 B")
     fi
@@ -391,7 +375,7 @@ run_jumbo() {
   test_jumbo
   lab stop >/dev/null
   local left
-  left=$(grep '^{' "$DIR/logs/fulcrum.log" | tail -1 | j 'd.get("mempool_in_use_at_exit")' 2>/dev/null)
+  left=$(grep '^{' "$DIR/logs/fulcrum.log" | tail -1 | v field mempool_in_use_at_exit 2>/dev/null)
   if [ "$left" = 0 ]; then
     pass jumbo-mempool "after SIGTERM at MTU 9000: every mbuf back in the pool"
   else

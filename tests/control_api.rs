@@ -442,7 +442,7 @@ fn metrics_stats_and_worker_versions() {
         "{text}"
     );
 
-    let api = fulcrum::cli::client::ApiTarget::new(&d.url, None).unwrap();
+    let api = fulcrum::cli::ApiTarget::new(&d.url, None).unwrap();
     let (_, reply) = d.json(
         "PATCH",
         &format!("{VIP}/backends/198.51.100.12"),
@@ -478,7 +478,7 @@ fn a_unix_socket_listener_is_private_and_removed_on_exit() {
     assert_eq!(d.url, format!("unix:{}", socket.display()));
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    let api = fulcrum::cli::client::ApiTarget::new(&d.url, None).unwrap();
+    let api = fulcrum::cli::ApiTarget::new(&d.url, None).unwrap();
     let list: fulcrum::control::messages::VipList = api.call("GET", "/v1/vips", None).unwrap();
     assert_eq!(list.vips.len(), 1);
     let e = api

@@ -6,7 +6,7 @@ mod control_support;
 
 use clap::Parser;
 use control_support::{Daemon, CONFIG};
-use fulcrum::cli::client::{ApiArgs, ClientCommand};
+use fulcrum::cli::{ApiArgs, ClientCommand};
 
 #[derive(Parser, Debug)]
 #[command(name = "fulcrum")]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use common::daemon::{dataplane_toml, unique_prefix, vip_path, DaemonProcess, Rng};
 use common::golden::{read_pcap, tcp_frame, write_pcap, ACK, GATEWAY_MAC, LB_V4, LB_V6};
-use fulcrum::cli::client::ApiTarget;
+use fulcrum::cli::ApiTarget;
 use fulcrum::datapath::flow::FiveTuple;
 use fulcrum::snapshot::{self, BackendSpec, BackendState, PortInfo, VipSpec};
 

@@ -27,68 +27,57 @@ pub const MAX_BACKENDS: usize = 1 << 17;
 pub const MAX_PARSE_ERRORS: usize = 32;
 
 /// Why a worker dropped a packet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::EnumCount, strum::IntoStaticStr, strum::VariantArray,
+)]
 #[repr(usize)]
 pub enum DropReason {
     /// Malformed: see the per-kind parse counters.
+    #[strum(serialize = "parse_error")]
     Parse,
     /// For the balancer but no VIP matches and the exception path is off.
+    #[strum(serialize = "no_vip")]
     NoVip,
     /// The VIP has no backend with weight.
+    #[strum(serialize = "no_backend")]
     NoBackend,
     /// The TX ring was full.
+    #[strum(serialize = "tx_full")]
     TxFull,
     /// Too big for the port after encapsulation (and no ICMP error could be sent).
+    #[strum(serialize = "mtu")]
     Mtu,
     /// TTL / hop limit exhausted.
+    #[strum(serialize = "ttl")]
     Ttl,
     /// No next-hop MAC known yet for the backend.
+    #[strum(serialize = "no_next_hop")]
     NoNextHop,
     /// Not enough headroom to encapsulate, or a multi-segment mbuf.
+    #[strum(serialize = "buffer")]
     Buffer,
     /// A packet-too-big / frag-needed reply was suppressed by the rate limiter.
+    #[strum(serialize = "icmp_rate_limited")]
     IcmpRateLimited,
     /// A later fragment for a port-specific VIP's address whose first fragment was not seen.
+    #[strum(serialize = "fragment_no_first")]
     FragmentNoFirst,
     /// A TCP/UDP first fragment too short to hold its ports, for a port-specific VIP's address.
+    #[strum(serialize = "fragment_too_short")]
     FragmentTooShort,
     /// A unicast frame to another station's MAC (the port is not promiscuous).
+    #[strum(serialize = "not_our_mac")]
     NotOurMac,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 12;
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::Parse,
-        DropReason::NoVip,
-        DropReason::NoBackend,
-        DropReason::TxFull,
-        DropReason::Mtu,
-        DropReason::Ttl,
-        DropReason::NoNextHop,
-        DropReason::Buffer,
-        DropReason::IcmpRateLimited,
-        DropReason::FragmentNoFirst,
-        DropReason::FragmentTooShort,
-        DropReason::NotOurMac,
-    ];
+    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
+    /// Every reason, in declaration order: `ALL[r as usize] == r`.
+    pub const ALL: &'static [DropReason] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The label used in metrics and `fulcrum stats`.
     pub fn name(self) -> &'static str {
-        match self {
-            DropReason::Parse => "parse_error",
-            DropReason::NoVip => "no_vip",
-            DropReason::NoBackend => "no_backend",
-            DropReason::TxFull => "tx_full",
-            DropReason::Mtu => "mtu",
-            DropReason::Ttl => "ttl",
-            DropReason::NoNextHop => "no_next_hop",
-            DropReason::Buffer => "buffer",
-            DropReason::IcmpRateLimited => "icmp_rate_limited",
-            DropReason::FragmentNoFirst => "fragment_no_first",
-            DropReason::FragmentTooShort => "fragment_too_short",
-            DropReason::NotOurMac => "not_our_mac",
-        }
+        self.into()
     }
 }
 
@@ -325,6 +314,30 @@ impl HistogramCollector {
 mod tests {
     use super::*;
 
+    /// The labels are the metrics' and `fulcrum stats`' vocabulary, in this order.
+    #[test]
+    fn drop_reasons_keep_their_names_and_order() {
+        let names: Vec<&str> = DropReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "parse_error",
+                "no_vip",
+                "no_backend",
+                "tx_full",
+                "mtu",
+                "ttl",
+                "no_next_hop",
+                "buffer",
+                "icmp_rate_limited",
+                "fragment_no_first",
+                "fragment_too_short",
+                "not_our_mac",
+            ]
+        );
+        assert_eq!(DropReason::COUNT, names.len());
+    }
+
     #[test]
     fn counters_add_up() {
         let s = WorkerStats::new(0, 1);
@@ -435,13 +448,13 @@ impl Totals {
                 t.to_kernel_packets += w.to_kernel[p].packets.get();
                 t.from_kernel_packets += w.from_kernel[p].packets.get();
             }
-            for r in DropReason::ALL {
+            for &r in DropReason::ALL {
                 let n = w.drops[r as usize].get();
                 if n > 0 {
                     *t.drops.entry(r.name().to_owned()).or_default() += n;
                 }
             }
-            for e in crate::wire::ParseError::ALL {
+            for &e in crate::wire::ParseError::ALL {
                 let n = w.parse_errors.get(e as usize).map_or(0, Counter::get);
                 if n > 0 {
                     *t.parse_errors.entry(e.name().to_owned()).or_default() += n;

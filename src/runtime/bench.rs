@@ -192,7 +192,7 @@ pub fn run(
         let tx = a.tx - b.tx;
         let mut by_reason = std::collections::BTreeMap::new();
         let mut drops = 0;
-        for r in DropReason::ALL {
+        for &r in DropReason::ALL {
             let d = a.drops[r as usize] - b.drops[r as usize];
             if d > 0 {
                 by_reason.insert(r.name().to_owned(), d);

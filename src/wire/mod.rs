@@ -35,85 +35,77 @@ pub mod udp;
 pub use parse::{parse, Family, Fragment, IcmpError, IcmpErrorKind, IpMeta, Parsed};
 
 /// Why a frame was dropped before any balancing decision. Every variant is a counter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    thiserror::Error,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[repr(u8)]
 pub enum ParseError {
     #[error("frame shorter than its Ethernet header (14 bytes, 18 with an 802.1Q tag)")]
+    #[strum(serialize = "truncated_ethernet")]
     TruncatedEthernet,
     #[error("frame shorter than a 20-byte IPv4 header")]
+    #[strum(serialize = "truncated_ipv4")]
     TruncatedIpv4,
     #[error("frame shorter than a 40-byte IPv6 header")]
+    #[strum(serialize = "truncated_ipv6")]
     TruncatedIpv6,
     #[error("IP version field disagrees with the ethertype")]
+    #[strum(serialize = "bad_ip_version")]
     BadVersion,
     #[error("IPv4 header length (IHL) below 5 words or longer than the total length")]
+    #[strum(serialize = "bad_ihl")]
     BadIhl,
     #[error("IPv4 total length below 20 or longer than the frame")]
+    #[strum(serialize = "bad_total_length")]
     BadTotalLength,
     #[error("IPv6 payload length longer than the frame")]
+    #[strum(serialize = "bad_ipv6_payload_length")]
     Ipv6PayloadLength,
     #[error("IPv6 extension header runs past the end of the payload")]
+    #[strum(serialize = "truncated_ipv6_ext_header")]
     TruncatedExtHeader,
     #[error("IPv6 hop-by-hop options header not directly after the IPv6 header")]
+    #[strum(serialize = "ipv6_hop_by_hop_not_first")]
     HopByHopNotFirst,
     #[error("more IPv6 extension headers than the parser follows")]
+    #[strum(serialize = "too_many_ipv6_ext_headers")]
     TooManyExtHeaders,
     #[error("transport header (TCP 20, UDP 8, ICMP 8 bytes) truncated")]
+    #[strum(serialize = "truncated_l4")]
     TruncatedL4,
     #[error("TCP data offset below 5 words or past the end of the segment")]
+    #[strum(serialize = "bad_tcp_data_offset")]
     BadTcpDataOffset,
     #[error("UDP length field below 8 or past the end of the datagram")]
+    #[strum(serialize = "bad_udp_length")]
     BadUdpLength,
     #[error("ICMP error quotes too little of the original packet to identify its flow")]
+    #[strum(serialize = "truncated_icmp_quote")]
     TruncatedIcmpQuote,
     #[error("ICMP error quotes something that is not an IP packet of the right version")]
+    #[strum(serialize = "bad_icmp_quote")]
     BadIcmpQuote,
     #[error("ARP packet shorter than its address lengths say")]
+    #[strum(serialize = "truncated_arp")]
     TruncatedArp,
 }
 
 impl ParseError {
     /// Every reason, in declaration order: `ALL[e as usize] == e`, so per-worker drop
     /// counters can be a plain array indexed by the reason.
-    pub const ALL: [ParseError; 16] = [
-        ParseError::TruncatedEthernet,
-        ParseError::TruncatedIpv4,
-        ParseError::TruncatedIpv6,
-        ParseError::BadVersion,
-        ParseError::BadIhl,
-        ParseError::BadTotalLength,
-        ParseError::Ipv6PayloadLength,
-        ParseError::TruncatedExtHeader,
-        ParseError::HopByHopNotFirst,
-        ParseError::TooManyExtHeaders,
-        ParseError::TruncatedL4,
-        ParseError::BadTcpDataOffset,
-        ParseError::BadUdpLength,
-        ParseError::TruncatedIcmpQuote,
-        ParseError::BadIcmpQuote,
-        ParseError::TruncatedArp,
-    ];
+    pub const ALL: &'static [ParseError] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The metric label for this drop reason.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ParseError::TruncatedEthernet => "truncated_ethernet",
-            ParseError::TruncatedIpv4 => "truncated_ipv4",
-            ParseError::TruncatedIpv6 => "truncated_ipv6",
-            ParseError::BadVersion => "bad_ip_version",
-            ParseError::BadIhl => "bad_ihl",
-            ParseError::BadTotalLength => "bad_total_length",
-            ParseError::Ipv6PayloadLength => "bad_ipv6_payload_length",
-            ParseError::TruncatedExtHeader => "truncated_ipv6_ext_header",
-            ParseError::HopByHopNotFirst => "ipv6_hop_by_hop_not_first",
-            ParseError::TooManyExtHeaders => "too_many_ipv6_ext_headers",
-            ParseError::TruncatedL4 => "truncated_l4",
-            ParseError::BadTcpDataOffset => "bad_tcp_data_offset",
-            ParseError::BadUdpLength => "bad_udp_length",
-            ParseError::TruncatedIcmpQuote => "truncated_icmp_quote",
-            ParseError::BadIcmpQuote => "bad_icmp_quote",
-            ParseError::TruncatedArp => "truncated_arp",
-        }
+    pub fn name(self) -> &'static str {
+        self.into()
     }
 }
 
@@ -153,6 +145,33 @@ fn put32(bytes: &mut [u8], at: usize, value: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The labels are the parse-error counters' names in metrics and `fulcrum stats`.
+    #[test]
+    fn parse_errors_keep_their_names_and_order() {
+        let names: Vec<&str> = ParseError::ALL.iter().map(|e| e.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "truncated_ethernet",
+                "truncated_ipv4",
+                "truncated_ipv6",
+                "bad_ip_version",
+                "bad_ihl",
+                "bad_total_length",
+                "bad_ipv6_payload_length",
+                "truncated_ipv6_ext_header",
+                "ipv6_hop_by_hop_not_first",
+                "too_many_ipv6_ext_headers",
+                "truncated_l4",
+                "bad_tcp_data_offset",
+                "bad_udp_length",
+                "truncated_icmp_quote",
+                "bad_icmp_quote",
+                "truncated_arp",
+            ]
+        );
+    }
 
     #[test]
     fn all_lists_every_reason_at_its_discriminant_with_a_unique_name() {

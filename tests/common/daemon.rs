@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use fulcrum::cli::client::ApiTarget;
+use fulcrum::cli::ApiTarget;
 
 /// The binary under test: `FULCRUM_BIN` if set (e.g. a release build for measurements),
 /// else the one Cargo built with this test.
