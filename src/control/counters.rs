@@ -8,7 +8,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use super::messages::{ApiStats, NamedCount};
 
 /// Why the network side refused a request or a connection, with an answer that says so.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Its label in metrics and `GET /v1/stats` is the variant's name in snake case.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::EnumCount, strum::IntoStaticStr, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[repr(usize)]
 pub enum Refusal {
     /// 503: `max_connections` connections were open.
@@ -32,37 +36,20 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const COUNT: usize = 9;
-    pub const ALL: [Refusal; Self::COUNT] = [
-        Refusal::MaxConnections,
-        Refusal::QueueFull,
-        Refusal::BodyBudget,
-        Refusal::HeadTooLarge,
-        Refusal::BodyTooLarge,
-        Refusal::HeadTimeout,
-        Refusal::BodyTimeout,
-        Refusal::Unauthorized,
-        Refusal::Malformed,
-    ];
+    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
+    pub const ALL: &'static [Refusal] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The label used in metrics and `GET /v1/stats`.
     pub fn name(self) -> &'static str {
-        match self {
-            Refusal::MaxConnections => "max_connections",
-            Refusal::QueueFull => "queue_full",
-            Refusal::BodyBudget => "body_budget",
-            Refusal::HeadTooLarge => "head_too_large",
-            Refusal::BodyTooLarge => "body_too_large",
-            Refusal::HeadTimeout => "head_timeout",
-            Refusal::BodyTimeout => "body_timeout",
-            Refusal::Unauthorized => "unauthorized",
-            Refusal::Malformed => "malformed",
-        }
+        self.into()
     }
 }
 
-/// Why the network side closed a connection without a word.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why the network side closed a connection without a word. Labelled as [`Refusal`] is.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::EnumCount, strum::IntoStaticStr, strum::VariantArray,
+)]
+#[strum(serialize_all = "snake_case")]
 #[repr(usize)]
 pub enum Closure {
     /// Kept alive after an answer, and no new request within `idle_timeout_ms`.
@@ -74,16 +61,12 @@ pub enum Closure {
 }
 
 impl Closure {
-    pub const COUNT: usize = 3;
-    pub const ALL: [Closure; Self::COUNT] = [Closure::Idle, Closure::Silent, Closure::WriteTimeout];
+    pub const COUNT: usize = <Self as strum::EnumCount>::COUNT;
+    pub const ALL: &'static [Closure] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The label used in metrics and `GET /v1/stats`.
     pub fn name(self) -> &'static str {
-        match self {
-            Closure::Idle => "idle",
-            Closure::Silent => "silent",
-            Closure::WriteTimeout => "write_timeout",
-        }
+        self.into()
     }
 }
 
