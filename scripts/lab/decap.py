@@ -7,7 +7,7 @@ encapsulated packets addressed to the backend, strips the outer header(s) and wr
 IP packet to a TUN device. The kernel then receives the inner packet on that TUN as if it had
 arrived on a wire, delivers it to the VIP on `lo`, and answers the client directly (DSR).
 
-Inputs (what src/encap.rs emits):
+Inputs (what src/datapath/encap.rs emits):
   ipip over IPv4: IPv4 protocol 4 (IPv4 inner) or 41 (IPv6 inner)   -> raw IPv4 sockets
   ipip over IPv6: IPv6 next header 4 or 41                          -> raw IPv6 sockets
   gue:            UDP to GUE_PORT, variant 1 (no GUE header: the UDP payload is the inner IP
