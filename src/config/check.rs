@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use super::limits::*;
 use super::model::*;
 use crate::addr::unicast_problem;
+use crate::maglev::{is_prime, next_prime, DEFAULT_TABLE_SIZE};
 
 /// A configuration problem with the place it is at.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -269,7 +270,7 @@ impl Config {
                     format!(
                         "table_size = {} is not prime; Maglev needs a prime table size, e.g. {}",
                         vip.table_size,
-                        next_prime(vip.table_size)
+                        next_prime(vip.table_size).unwrap_or(DEFAULT_TABLE_SIZE)
                     ),
                 ));
             }
@@ -496,20 +497,6 @@ fn interface_name_problem(name: &str) -> Option<&'static str> {
     }
 }
 
-fn is_prime(n: u32) -> bool {
-    if n < 2 {
-        return false;
-    }
-    let n = u64::from(n);
-    (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
-}
-
-fn next_prime(n: u32) -> u32 {
-    (n.saturating_add(1)..u32::MAX)
-        .find(|&candidate| is_prime(candidate))
-        .unwrap_or(DEFAULT_TABLE_SIZE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::*;
@@ -709,8 +696,8 @@ mod tests {
     fn primes_and_pci_names() {
         assert!(is_prime(65537) && is_prime(7) && is_prime(251));
         assert!(!is_prime(65536) && !is_prime(1) && !is_prime(65535));
-        assert_eq!(next_prime(65536), 65537);
-        assert_eq!(next_prime(100), 101);
+        assert_eq!(next_prime(65536), Some(65537));
+        assert_eq!(next_prime(100), Some(101));
         assert!(is_pci_address("0000:03:00.0"));
         assert!(is_pci_address("03:00.1"));
         assert!(!is_pci_address("net_tap0"));

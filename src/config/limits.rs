@@ -1,13 +1,12 @@
 //! The numbers a configuration is held to: each key's range ([`Limit`]) and the defaults
 //! of the keys a file may leave out.
+//!
+//! A default that belongs to another concept is defined there and only used here: the
+//! Maglev table size is [`crate::maglev::DEFAULT_TABLE_SIZE`], the GUE port
+//! [`crate::encap::GUE_DEFAULT_PORT`].
 
 /// Where the control API and `/metrics` listen unless `control.listen` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9180";
-/// The Maglev table size (M) of a VIP unless `table_size` says otherwise: a prime comfortably
-/// above 100 slots per backend for up to 655 backends.
-pub const DEFAULT_TABLE_SIZE: u32 = 65537;
-/// The UDP destination port of GUE-encapsulated packets unless `gue_port` says otherwise.
-pub const DEFAULT_GUE_PORT: u16 = 6080;
 /// Most packets a worker receives or sends per burst; workers size their batches by it.
 pub const MAX_BURST: u16 = 256;
 /// Highest backend weight. Weights are relative; 0 drains a backend (no new flows, existing
@@ -99,3 +98,16 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u32 = 10_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u32 = 60_000;
 /// How long a client has to take a whole answer unless `write_timeout_ms` says otherwise.
 pub const DEFAULT_WRITE_TIMEOUT_MS: u32 = 10_000;
+
+/// Milliseconds between two checks of a backend unless `interval_ms` says otherwise.
+pub const DEFAULT_CHECK_INTERVAL_MS: u32 = 1000;
+/// Milliseconds a check may take unless `timeout_ms` says otherwise.
+pub const DEFAULT_CHECK_TIMEOUT_MS: u32 = 500;
+/// Consecutive successes that bring a down backend up unless `rise` says otherwise.
+pub const DEFAULT_CHECK_RISE: u8 = 2;
+/// Consecutive failures that take an up backend down unless `fall` says otherwise.
+pub const DEFAULT_CHECK_FALL: u8 = 3;
+/// The path of an HTTP check unless `path` says otherwise.
+pub const DEFAULT_CHECK_PATH: &str = "/";
+/// The status an HTTP check expects unless `expect_status` says otherwise.
+pub const DEFAULT_EXPECT_STATUS: u16 = 200;

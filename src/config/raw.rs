@@ -12,6 +12,8 @@ use super::check::Locus;
 use super::limits::*;
 use super::model::*;
 use crate::addr::{Protocol, VipKey};
+use crate::encap::GUE_DEFAULT_PORT;
+use crate::maglev::DEFAULT_TABLE_SIZE;
 
 /// `[[vip]]` as written: `address = "ADDR:PORT"`, `protocol`, `encap` and `gue_port` apart.
 #[derive(Serialize)]
@@ -530,7 +532,7 @@ impl file::Vip {
         let encap = match encap.get_ref().as_str() {
             "ipip" => Encap::Ipip,
             "gue" => Encap::Gue {
-                port: number(&self.gue_port, &GUE_PORT, DEFAULT_GUE_PORT)?,
+                port: number(&self.gue_port, &GUE_PORT, GUE_DEFAULT_PORT)?,
             },
             "l2dsr" => Encap::L2dsr,
             other => {
@@ -588,8 +590,8 @@ impl file::HealthCheck {
                 path: self
                     .path
                     .as_ref()
-                    .map_or_else(|| "/".to_owned(), |p| p.get_ref().clone()),
-                expect_status: number(&self.expect_status, &EXPECT_STATUS, 200)?,
+                    .map_or_else(|| DEFAULT_CHECK_PATH.to_owned(), |p| p.get_ref().clone()),
+                expect_status: number(&self.expect_status, &EXPECT_STATUS, DEFAULT_EXPECT_STATUS)?,
             },
             other => {
                 return Err(at(
@@ -605,10 +607,10 @@ impl file::HealthCheck {
                 .as_ref()
                 .map(|port| number_at(port, &CHECK_PORT))
                 .transpose()?,
-            interval_ms: number(&self.interval_ms, &INTERVAL, 1000)?,
-            timeout_ms: number(&self.timeout_ms, &TIMEOUT, 500)?,
-            rise: number(&self.rise, &RISE, 2)?,
-            fall: number(&self.fall, &FALL, 3)?,
+            interval_ms: number(&self.interval_ms, &INTERVAL, DEFAULT_CHECK_INTERVAL_MS)?,
+            timeout_ms: number(&self.timeout_ms, &TIMEOUT, DEFAULT_CHECK_TIMEOUT_MS)?,
+            rise: number(&self.rise, &RISE, DEFAULT_CHECK_RISE)?,
+            fall: number(&self.fall, &FALL, DEFAULT_CHECK_FALL)?,
         })
     }
 }

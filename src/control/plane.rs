@@ -672,7 +672,7 @@ fn spec_of(
         id: v.id,
         key: v.vip,
         encap: v.encap,
-        gue_port: v.gue_port.unwrap_or(crate::config::DEFAULT_GUE_PORT),
+        gue_port: v.gue_port.unwrap_or(crate::encap::GUE_DEFAULT_PORT),
         table_size: v.table_size,
         backends: v
             .backends

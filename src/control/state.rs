@@ -26,7 +26,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::messages::{BackendRequest, HealthCheckKindName, HealthCheckSpec, VipRequest};
 use crate::addr::{BackendAddr, MacAddr, VipKey};
 use crate::config::{self, Config, Encap, HealthCheck, HealthCheckKind, MAX_WEIGHT};
-use crate::encap::EncapMode;
+use crate::encap::{EncapMode, GUE_DEFAULT_PORT};
+use crate::maglev::DEFAULT_TABLE_SIZE;
 use crate::stats;
 
 /// A request the control plane refuses, with the HTTP status it answers and a message that
@@ -105,7 +106,7 @@ impl VipRecord {
             encap: match self.encap {
                 EncapMode::Ipip => Encap::Ipip,
                 EncapMode::Gue => Encap::Gue {
-                    port: self.gue_port.unwrap_or(config::DEFAULT_GUE_PORT),
+                    port: self.gue_port.unwrap_or(GUE_DEFAULT_PORT),
                 },
                 EncapMode::L2Dsr => Encap::L2dsr,
             },
@@ -368,8 +369,8 @@ impl Desired {
             vip: key,
             encap,
             gue_port: (encap == EncapMode::Gue)
-                .then(|| request.gue_port.unwrap_or(config::DEFAULT_GUE_PORT)),
-            table_size: request.table_size.unwrap_or(config::DEFAULT_TABLE_SIZE),
+                .then(|| request.gue_port.unwrap_or(GUE_DEFAULT_PORT)),
+            table_size: request.table_size.unwrap_or(DEFAULT_TABLE_SIZE),
             healthcheck: request.healthcheck.clone(),
             backends: Vec::new(),
         }));
