@@ -55,12 +55,19 @@ pub const GUE_DEFAULT_PORT: u16 = 6080;
 pub const GUE_SRC_PORT_BASE: u16 = 49152;
 pub const GUE_SRC_PORT_MASK: u64 = 0x3fff;
 
-/// How packets reach a backend. Spelled `ipip`, `gue`, `l2dsr` in configuration.
+/// How packets reach a backend: the one encapsulation type of the configuration file, the
+/// API, the snapshot and the pipeline. Spelled `ipip`, `gue`, `l2dsr` in configuration, in
+/// JSON and by [`FromStr`]/[`Display`](fmt::Display). GUE's UDP port travels beside it
+/// (`gue_port`), so the mode stays one byte on the packet path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncapMode {
+    /// IP-in-IP (protocol 4 or 41) from the port's own address to the backend.
     Ipip,
+    /// Generic UDP Encapsulation (variant 1) to the VIP's `gue_port` of the backend.
     Gue,
+    /// Layer-2 direct server return: the frame is re-addressed to the backend's MAC, the IP
+    /// packet is untouched. Backends must share a link with the balancer.
     L2Dsr,
 }
 

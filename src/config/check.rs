@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use super::limits::*;
 use super::model::*;
 use crate::addr::unicast_problem;
+use crate::encap::EncapMode;
 use crate::maglev::{is_prime, next_prime, DEFAULT_TABLE_SIZE};
 
 /// A configuration problem with the place it is at.
@@ -285,7 +286,7 @@ impl Config {
                     ),
                 ));
             }
-            if let Encap::Gue { port } = vip.encap {
+            if let (EncapMode::Gue, Some(port)) = (vip.encap, vip.gue_port) {
                 if let Some(message) = GUE_PORT.problem(i64::from(port)) {
                     return Err(problem("gue_port", message));
                 }
@@ -329,7 +330,7 @@ impl Config {
                     }
                 }
                 match vip.encap {
-                    Encap::L2dsr => {
+                    EncapMode::L2Dsr => {
                         if addr.addr.is_ipv4() != key.addr.is_ipv4() {
                             return Err(problem(
                                 "address",
@@ -337,11 +338,11 @@ impl Config {
                             ));
                         }
                     }
-                    Encap::Ipip | Encap::Gue { .. } => {
+                    EncapMode::Ipip | EncapMode::Gue => {
                         if backend.mac.is_some() {
                             return Err(problem(
                                 "mac",
-                                format!("mac is only used with encap = \"l2dsr\" (vip {key} uses {:?}); remove it", vip.encap.name()),
+                                format!("mac is only used with encap = \"l2dsr\" (vip {key} uses {:?}); remove it", vip.encap.as_str()),
                             ));
                         }
                         if addr.addr.is_ipv4() && !has_v4_source {

@@ -41,8 +41,7 @@ pub use limits::{
     MAX_BURST, MAX_LCORE, MAX_WEIGHT,
 };
 pub use model::{
-    Backend, Config, Control, Dataplane, Encap, HealthCheck, HealthCheckKind, Port, Token, Vip,
-    TOKEN_ENV,
+    Backend, Config, Control, Dataplane, HealthCheck, HealthCheckKind, Port, Token, Vip, TOKEN_ENV,
 };
 
 /// Why a configuration file cannot be used.
@@ -158,6 +157,7 @@ mod tests {
     use super::fixtures::*;
     use super::*;
     use crate::addr::{ControlAddr, MacAddr};
+    use crate::encap::EncapMode;
     use crate::maglev::DEFAULT_TABLE_SIZE;
     use std::net::Ipv4Addr;
 
@@ -189,7 +189,7 @@ mod tests {
             panic!("{:?}", config.vips)
         };
         assert_eq!(vip.key, key("192.0.2.10:80/tcp"));
-        assert_eq!(vip.encap, Encap::Ipip);
+        assert_eq!((vip.encap, vip.gue_port), (EncapMode::Ipip, None));
         assert_eq!(vip.table_size, DEFAULT_TABLE_SIZE);
         assert_eq!(vip.healthcheck, None);
         assert_eq!(
@@ -259,7 +259,7 @@ mod tests {
 
         let gue = &config.vips[1];
         assert_eq!(gue.key, key("[2001:db8::10]:443/udp"));
-        assert_eq!(gue.encap, Encap::Gue { port: 7000 });
+        assert_eq!((gue.encap, gue.gue_port), (EncapMode::Gue, Some(7000)));
         let check = gue.healthcheck.as_ref().unwrap();
         assert_eq!(check.kind, HealthCheckKind::Tcp);
         assert_eq!(
@@ -277,7 +277,7 @@ mod tests {
 
         let dsr = &config.vips[2];
         assert_eq!(dsr.key, key("192.0.2.20:0/udp"));
-        assert_eq!(dsr.encap, Encap::L2dsr);
+        assert_eq!((dsr.encap, dsr.gue_port), (EncapMode::L2Dsr, None));
         assert_eq!(dsr.backends[0].mac, Some(MacAddr([2, 0, 0, 0, 1, 0x21])));
         assert_eq!(dsr.healthcheck_port(&dsr.backends[0]), Some(53));
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::check::{device_name, is_pci_address};
 use super::limits::*;
 use crate::addr::{BackendAddr, ControlAddr, MacAddr, VipKey};
+use crate::encap::EncapMode;
 
 /// Environment variable that, when set and not empty, replaces `control.token`.
 pub const TOKEN_ENV: &str = "FULCRUM_TOKEN";
@@ -117,7 +118,9 @@ impl Port {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Vip {
     pub key: VipKey,
-    pub encap: Encap,
+    pub encap: EncapMode,
+    /// The UDP destination port of GUE packets: `Some` exactly when `encap` is `gue`.
+    pub gue_port: Option<u16>,
     /// Maglev lookup-table size M (prime).
     pub table_size: u32,
     pub healthcheck: Option<HealthCheck>,
@@ -133,29 +136,6 @@ impl Vip {
             .port
             .or(backend.address.port)
             .or((self.key.port != 0).then_some(self.key.port))
-    }
-}
-
-/// How packets reach a VIP's backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encap {
-    /// IP-in-IP (protocol 4 or 41) from the port's own address to the backend.
-    Ipip,
-    /// Generic UDP Encapsulation to this UDP port of the backend.
-    Gue { port: u16 },
-    /// Layer-2 direct server return: the frame is re-addressed to the backend's MAC, the IP
-    /// packet is untouched. Backends must share a link with the balancer.
-    L2dsr,
-}
-
-impl Encap {
-    /// The `encap` value of the configuration file.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Encap::Ipip => "ipip",
-            Encap::Gue { .. } => "gue",
-            Encap::L2dsr => "l2dsr",
-        }
     }
 }
 

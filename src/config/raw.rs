@@ -12,7 +12,7 @@ use super::check::Locus;
 use super::limits::*;
 use super::model::*;
 use crate::addr::{Protocol, VipKey};
-use crate::encap::GUE_DEFAULT_PORT;
+use crate::encap::{EncapMode, GUE_DEFAULT_PORT};
 use crate::maglev::DEFAULT_TABLE_SIZE;
 
 /// `[[vip]]` as written: `address = "ADDR:PORT"`, `protocol`, `encap` and `gue_port` apart.
@@ -20,7 +20,7 @@ use crate::maglev::DEFAULT_TABLE_SIZE;
 struct VipToml<'a> {
     address: String,
     protocol: Protocol,
-    encap: &'static str,
+    encap: EncapMode,
     #[serde(skip_serializing_if = "Option::is_none")]
     gue_port: Option<u16>,
     table_size: u32,
@@ -68,11 +68,8 @@ impl Serialize for Vip {
         VipToml {
             address: self.key.addr_port(),
             protocol: self.key.protocol,
-            encap: self.encap.name(),
-            gue_port: match self.encap {
-                Encap::Gue { port } => Some(port),
-                _ => None,
-            },
+            encap: self.encap,
+            gue_port: self.gue_port.filter(|_| self.encap == EncapMode::Gue),
             table_size: self.table_size,
             healthcheck,
             backend: &self.backends,
@@ -523,31 +520,32 @@ impl file::Vip {
             VipKey::from_addr_port(address.get_ref(), protocol)
                 .map_err(|e| at(address, e.to_string()))?
         };
-        let encap = self.encap.as_ref().ok_or_else(|| {
+        let field = self.encap.as_ref().ok_or_else(|| {
             at(
                 table,
                 format!("vip {key} has no encap; add encap = \"ipip\", \"gue\" or \"l2dsr\""),
             )
         })?;
-        let encap = match encap.get_ref().as_str() {
-            "ipip" => Encap::Ipip,
-            "gue" => Encap::Gue {
-                port: number(&self.gue_port, &GUE_PORT, GUE_DEFAULT_PORT)?,
-            },
-            "l2dsr" => Encap::L2dsr,
-            other => {
-                return Err(at(
-                    encap,
-                    format!("unknown encap {other:?}; use \"ipip\", \"gue\" or \"l2dsr\""),
-                ))
-            }
+        let encap: EncapMode = field.get_ref().parse().map_err(|_| {
+            at(
+                field,
+                format!(
+                    "unknown encap {:?}; use \"ipip\", \"gue\" or \"l2dsr\"",
+                    field.get_ref()
+                ),
+            )
+        })?;
+        let gue_port = match encap {
+            EncapMode::Gue => Some(number(&self.gue_port, &GUE_PORT, GUE_DEFAULT_PORT)?),
+            EncapMode::Ipip | EncapMode::L2Dsr => None,
         };
-        if let (Some(field), false) = (&self.gue_port, matches!(encap, Encap::Gue { .. })) {
-            return Err(at(field, format!("gue_port is only used with encap = \"gue\" (vip {key} uses {:?}); remove gue_port or set encap = \"gue\"", encap.name())));
+        if let (Some(field), false) = (&self.gue_port, encap == EncapMode::Gue) {
+            return Err(at(field, format!("gue_port is only used with encap = \"gue\" (vip {key} uses {:?}); remove gue_port or set encap = \"gue\"", encap.as_str())));
         }
         Ok(Vip {
             key,
             encap,
+            gue_port,
             table_size: number(&self.table_size, &TABLE_SIZE, DEFAULT_TABLE_SIZE)?,
             healthcheck: self
                 .healthcheck
@@ -674,13 +672,15 @@ impl file::Control {
 mod tests {
     use super::super::fixtures::*;
     use super::super::*;
+    use crate::encap::EncapMode;
 
     #[test]
     fn gue_port_defaults_to_6080() {
         let config = parse(&format!(
             "{BASE}[[vip]]\naddress = \"192.0.2.10:80\"\nprotocol = \"udp\"\nencap = \"gue\"\n"
         ));
-        assert_eq!(config.vips[0].encap, Encap::Gue { port: 6080 });
+        let vip = &config.vips[0];
+        assert_eq!((vip.encap, vip.gue_port), (EncapMode::Gue, Some(6080)));
     }
 
     #[test]
