@@ -5,13 +5,15 @@
 //! Maglev table size is [`crate::maglev::DEFAULT_TABLE_SIZE`], the GUE port
 //! [`crate::encap::GUE_DEFAULT_PORT`].
 
+use super::model::Weight;
+
 /// Where the control API and `/metrics` listen unless `control.listen` says otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9180";
 /// Most packets a worker receives or sends per burst; workers size their batches by it.
 pub const MAX_BURST: u16 = 256;
 /// Highest backend weight. Weights are relative; 0 drains a backend (no new flows, existing
 /// connections stay).
-pub const MAX_WEIGHT: u16 = 10_000;
+pub const MAX_WEIGHT: Weight = 10_000;
 /// DPDK's default RTE_MAX_LCORE: lcore ids are below it.
 pub const MAX_LCORE: u16 = 128;
 

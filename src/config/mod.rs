@@ -41,7 +41,8 @@ pub use limits::{
     MAX_BURST, MAX_LCORE, MAX_WEIGHT,
 };
 pub use model::{
-    Backend, Config, Control, Dataplane, HealthCheck, HealthCheckKind, Port, Token, Vip, TOKEN_ENV,
+    Backend, Config, Control, Dataplane, HealthCheck, HealthCheckKind, Port, Token, Vip, Weight,
+    TOKEN_ENV,
 };
 
 /// Why a configuration file cannot be used.

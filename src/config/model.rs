@@ -161,11 +161,16 @@ pub enum HealthCheckKind {
     Http { path: String, expect_status: u16 },
 }
 
+/// A backend's weight: its share of a VIP's new flows relative to the other backends, 0 to
+/// [`MAX_WEIGHT`]; 0 drains it (no new flows, existing connections stay). The file's value
+/// (a TOML integer) and the API's are range-checked into it.
+pub type Weight = u16;
+
 /// `[[vip.backend]]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Backend {
     pub address: BackendAddr,
-    pub weight: u16,
+    pub weight: Weight,
     /// The backend's MAC for `encap = "l2dsr"`, when it is not to be resolved.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
