@@ -2,7 +2,8 @@
 //! configuration file's, as a list of [`Change`]s. Pure: no state is touched.
 
 use super::messages::{Change, ChangeOp};
-use crate::config::{Encap, HealthCheck, HealthCheckKind, Vip};
+use crate::config::{HealthCheck, HealthCheckKind, Vip};
+use crate::datapath::encap::EncapMode;
 
 /// The changes that turn `old` into `new`: removed VIPs first, then, in `new`'s order, added
 /// VIPs and the changes of the VIPs in both.
@@ -37,8 +38,8 @@ pub fn diff(old: &[Vip], new: &[Vip]) -> Vec<Change> {
             continue;
         };
         let mut fields = Vec::new();
-        if o.encap != n.encap {
-            fields.push(format!("encap {} -> {}", encap(&o.encap), encap(&n.encap)));
+        if (o.encap, o.gue_port) != (n.encap, n.gue_port) {
+            fields.push(format!("encap {} -> {}", encap(o), encap(n)));
         }
         if o.table_size != n.table_size {
             fields.push(format!("table_size {} -> {}", o.table_size, n.table_size));
@@ -102,17 +103,17 @@ pub fn diff(old: &[Vip], new: &[Vip]) -> Vec<Change> {
     changes
 }
 
-fn encap(e: &Encap) -> String {
-    match e {
-        Encap::Gue { port } => format!("gue (port {port})"),
-        other => other.name().to_string(),
+fn encap(v: &Vip) -> String {
+    match (v.encap, v.gue_port) {
+        (EncapMode::Gue, Some(port)) => format!("gue (port {port})"),
+        (mode, _) => mode.to_string(),
     }
 }
 
 fn describe_vip(v: &Vip) -> String {
     format!(
         "encap {}, table_size {}, healthcheck {}",
-        encap(&v.encap),
+        encap(v),
         v.table_size,
         healthcheck(v.healthcheck.as_ref())
     )

@@ -456,7 +456,9 @@ fn spec_of(
         id: v.id,
         key: v.vip,
         encap: v.encap,
-        gue_port: v.gue_port.unwrap_or(crate::config::DEFAULT_GUE_PORT),
+        gue_port: v
+            .gue_port
+            .unwrap_or(crate::datapath::encap::GUE_DEFAULT_PORT),
         table_size: v.table_size,
         backends: v
             .backends

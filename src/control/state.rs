@@ -25,9 +25,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::messages::{BackendRequest, HealthCheckKindName, HealthCheckSpec, VipRequest};
 use crate::addr::{BackendAddr, MacAddr, VipKey};
-use crate::config::{self, Config, Encap, HealthCheck, HealthCheckKind, MAX_WEIGHT};
-use crate::datapath::encap::EncapMode;
+use crate::config::{self, Config, HealthCheck, HealthCheckKind, MAX_WEIGHT};
+use crate::datapath::encap::{EncapMode, GUE_DEFAULT_PORT};
 use crate::datapath::stats;
+use crate::maglev::DEFAULT_TABLE_SIZE;
 
 /// A request the control plane refuses, with the HTTP status it answers and a message that
 /// says what is wrong and how to fix it.
@@ -102,13 +103,9 @@ impl VipRecord {
     pub fn to_config(&self) -> Result<config::Vip, ApiError> {
         Ok(config::Vip {
             key: self.vip,
-            encap: match self.encap {
-                EncapMode::Ipip => Encap::Ipip,
-                EncapMode::Gue => Encap::Gue {
-                    port: self.gue_port.unwrap_or(config::DEFAULT_GUE_PORT),
-                },
-                EncapMode::L2Dsr => Encap::L2dsr,
-            },
+            encap: self.encap,
+            gue_port: (self.encap == EncapMode::Gue)
+                .then(|| self.gue_port.unwrap_or(GUE_DEFAULT_PORT)),
             table_size: self.table_size,
             healthcheck: self
                 .healthcheck
@@ -317,11 +314,7 @@ impl Desired {
                     mac: b.mac,
                 });
             }
-            let (encap, gue_port) = match vip.encap {
-                Encap::Ipip => (EncapMode::Ipip, None),
-                Encap::Gue { port } => (EncapMode::Gue, Some(port)),
-                Encap::L2dsr => (EncapMode::L2Dsr, None),
-            };
+            let (encap, gue_port) = (vip.encap, vip.gue_port);
             let record = VipRecord {
                 id,
                 vip: vip.key,
@@ -371,8 +364,8 @@ impl Desired {
             vip: key,
             encap,
             gue_port: (encap == EncapMode::Gue)
-                .then(|| request.gue_port.unwrap_or(config::DEFAULT_GUE_PORT)),
-            table_size: request.table_size.unwrap_or(config::DEFAULT_TABLE_SIZE),
+                .then(|| request.gue_port.unwrap_or(GUE_DEFAULT_PORT)),
+            table_size: request.table_size.unwrap_or(DEFAULT_TABLE_SIZE),
             healthcheck: request.healthcheck.clone(),
             backends: Vec::new(),
         }));

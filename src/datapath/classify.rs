@@ -228,14 +228,8 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datapath::flow::mapped;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-    fn mapped(ip: IpAddr) -> [u8; 16] {
-        match ip {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-            IpAddr::V6(v6) => v6.octets(),
-        }
-    }
 
     fn v(addr: &str, port: u16, proto: u8) -> VipMatch {
         VipMatch {

@@ -37,8 +37,8 @@
 
 use crate::packet::PacketBuf;
 use crate::wire::ethernet::{self, EthernetFrame};
-use crate::wire::ipv4::{self, Ipv4Packet};
-use crate::wire::ipv6::{self, Ipv6Packet};
+use crate::wire::ipv4::{self, Ipv4Packet, Ipv4Repr};
+use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use crate::wire::udp::{self, UdpPacket};
 use crate::wire::{checksum, Family, IpMeta};
 use serde::{Deserialize, Serialize};
@@ -55,12 +55,19 @@ pub const GUE_DEFAULT_PORT: u16 = 6080;
 pub const GUE_SRC_PORT_BASE: u16 = 49152;
 pub const GUE_SRC_PORT_MASK: u64 = 0x3fff;
 
-/// How packets reach a backend. Spelled `ipip`, `gue`, `l2dsr` in configuration.
+/// How packets reach a backend: the one encapsulation type of the configuration file, the
+/// API, the snapshot and the pipeline. Spelled `ipip`, `gue`, `l2dsr` in configuration, in
+/// JSON and by [`FromStr`]/[`Display`](fmt::Display). GUE's UDP port travels beside it
+/// (`gue_port`), so the mode stays one byte on the packet path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncapMode {
+    /// IP-in-IP (protocol 4 or 41) from the port's own address to the backend.
     Ipip,
+    /// Generic UDP Encapsulation (variant 1) to the VIP's `gue_port` of the backend.
     Gue,
+    /// Layer-2 direct server return: the frame is re-addressed to the backend's MAC, the IP
+    /// packet is untouched. Backends must share a link with the balancer.
     L2Dsr,
 }
 
@@ -292,67 +299,31 @@ fn outer_addresses(params: &EncapParams) -> Result<OuterSource, EncapError> {
     }
 }
 
-// The IPv6 and UDP outer headers are written into fixed-size arrays (the views then compile
-// to plain stores, without bounds checks) and copied into the packet in one piece; the IPv4
-// header is written in place, see `write_outer_ipv4`.
+// The outer IP headers are written by the wire layer's emitters (`Ipv4Repr`, `Ipv6Repr`)
+// straight into the packet. The UDP header is written into a fixed-size array (the view
+// then compiles to plain stores, without bounds checks) and copied in one piece.
 
-/// Writes the outer IPv4 header straight into the packet, five big-endian words, with the
-/// checksum summed from the words while they are still in registers. Building it in a
-/// stack array (or summing it back from memory) makes the CPU reload bytes it has just
-/// stored in narrower pieces, which store-to-load forwarding cannot serve: removing those
-/// stalls saved 29 of ~65 cycles of an IPIP encapsulation (docs/benchmarks.md).
+/// The outer IPv4 header: DSCP/ECN copied, and the identification only when routers may
+/// fragment (DF clear), as the module documentation says.
 #[inline(always)]
-fn write_outer_ipv4(
-    header: &mut [u8; ipv4::HEADER_LEN],
+fn outer_ipv4(
     fields: InnerFields,
     total_len: u16,
     protocol: u8,
     src: Ipv4Addr,
     dst: Ipv4Addr,
-) {
-    // Version 4, IHL 5 (no options); identification only when routers may fragment.
-    let (ident, flags_frag) = if fields.dont_fragment() {
-        (0u16, 0x4000u16)
-    } else {
-        (fields.ident(), 0)
-    };
-    let words: [u32; 5] = [
-        0x4500_0000 | u32::from(fields.dscp_ecn()) << 16 | u32::from(total_len),
-        u32::from(ident) << 16 | u32::from(flags_frag),
-        u32::from(OUTER_TTL) << 24 | u32::from(protocol) << 16,
-        u32::from(src),
-        u32::from(dst),
-    ];
-    let sum: u64 = words.iter().map(|&w| u64::from(w)).sum();
-    let words = [
-        words[0],
-        words[1],
-        words[2] | u32::from(checksum::finish(sum)),
-        words[3],
-        words[4],
-    ];
-    for (chunk, word) in header.chunks_exact_mut(4).zip(words) {
-        chunk.copy_from_slice(&word.to_be_bytes());
+) -> Ipv4Repr {
+    let dont_fragment = fields.dont_fragment();
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol,
+        dscp_ecn: fields.dscp_ecn(),
+        total_len,
+        ident: if dont_fragment { 0 } else { fields.ident() },
+        dont_fragment,
+        ttl: OUTER_TTL,
     }
-}
-
-fn outer_ipv6(
-    traffic_class: u8,
-    flow_hash: u64,
-    payload_len: u16,
-    next_header: u8,
-    src: Ipv6Addr,
-    dst: Ipv6Addr,
-) -> [u8; ipv6::HEADER_LEN] {
-    let mut header = [0u8; ipv6::HEADER_LEN];
-    let mut ip = Ipv6Packet::new_unchecked(&mut header);
-    ip.set_version_tc_flow(traffic_class, flow_label(flow_hash));
-    ip.set_payload_len(payload_len);
-    ip.set_next_header(next_header);
-    ip.set_hop_limit(OUTER_TTL);
-    ip.set_src_addr(src);
-    ip.set_dst_addr(dst);
-    header
 }
 
 fn gue_udp_header(flow_hash: u64, dst_port: u16, udp_len: u16) -> [u8; udp::HEADER_LEN] {
@@ -428,19 +399,22 @@ fn tunnel<P: PacketBuf + ?Sized>(
         OuterSource::V4(src, dst) => {
             let (ip, after_ip) = outer.split_at_mut(ipv4::HEADER_LEN);
             if let Some(header) = ip.first_chunk_mut() {
-                write_outer_ipv4(header, fields, length_field, protocol, src, dst);
+                outer_ipv4(fields, length_field, protocol, src, dst).emit(header);
             }
             after_ip
         }
         OuterSource::V6(src, dst) => {
-            let header = outer_ipv6(
-                fields.dscp_ecn(),
-                params.flow_hash,
-                length_field,
-                protocol,
-                src,
-                dst,
-            );
+            let mut header = [0u8; ipv6::HEADER_LEN];
+            Ipv6Repr {
+                src_addr: src,
+                dst_addr: dst,
+                next_header: protocol,
+                traffic_class: fields.dscp_ecn(),
+                flow_label: flow_label(params.flow_hash),
+                payload_len: length_field,
+                hop_limit: OUTER_TTL,
+            }
+            .emit(&mut header);
             let (ip, after_ip) = outer.split_at_mut(ipv6::HEADER_LEN);
             ip.copy_from_slice(&header);
             after_ip

@@ -55,8 +55,8 @@ impl FiveTuple {
     /// An IPv4 flow; the addresses are stored IPv4-mapped.
     pub fn from_v4(src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16, proto: u8) -> Self {
         Self {
-            src: src.to_ipv6_mapped().octets(),
-            dst: dst.to_ipv6_mapped().octets(),
+            src: mapped_v4(&src.octets()),
+            dst: mapped_v4(&dst.octets()),
             src_port,
             dst_port,
             proto,
@@ -78,8 +78,8 @@ impl FiveTuple {
     /// no real packet has; the parser never builds one.
     pub fn new(src: IpAddr, dst: IpAddr, src_port: u16, dst_port: u16, proto: u8) -> Self {
         Self {
-            src: to_mapped(src),
-            dst: to_mapped(dst),
+            src: mapped(src),
+            dst: mapped(dst),
             src_port,
             dst_port,
             proto,
@@ -90,12 +90,12 @@ impl FiveTuple {
     /// source really is `::ffff:a.b.c.d` reads back as IPv4: such addresses are not routable
     /// on the wire, so the ambiguity costs nothing.
     pub fn src_addr(&self) -> IpAddr {
-        from_mapped(self.src)
+        unmapped(self.src)
     }
 
     /// The destination address, unmapped like [`FiveTuple::src_addr`].
     pub fn dst_addr(&self) -> IpAddr {
-        from_mapped(self.dst)
+        unmapped(self.dst)
     }
 
     /// Whether both addresses are IPv4 (stored IPv4-mapped).
@@ -204,23 +204,42 @@ mod xxh3 {
     }
 }
 
-fn to_mapped(addr: IpAddr) -> [u8; 16] {
+// The one place an address becomes the 16 bytes a flow key stores and back: IPv6 as it
+// is, IPv4 IPv4-mapped (`::ffff:a.b.c.d`, RFC 4291 2.5.5.2). The parser, the classifier's
+// VIP keys, the fragment table and the snapshot all store addresses this way.
+
+/// The first 12 bytes of every IPv4-mapped address.
+const MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
+
+/// An IPv4 address (its four bytes in network order) as a flow key stores it.
+#[inline(always)]
+pub fn mapped_v4(v4: &[u8; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..12].copy_from_slice(&MAPPED_PREFIX);
+    out[12..].copy_from_slice(v4);
+    out
+}
+
+/// An address as a flow key stores it: IPv6 as it is, IPv4 IPv4-mapped.
+#[inline]
+pub fn mapped(addr: IpAddr) -> [u8; 16] {
     match addr {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V4(v4) => mapped_v4(&v4.octets()),
         IpAddr::V6(v6) => v6.octets(),
     }
 }
 
-fn from_mapped(octets: [u8; 16]) -> IpAddr {
-    let v6 = Ipv6Addr::from(octets);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
+/// The address 16 stored bytes stand for: IPv4 again if they are IPv4-mapped.
+pub fn unmapped(octets: [u8; 16]) -> IpAddr {
+    match octets.split_last_chunk::<4>() {
+        Some((prefix, v4)) if *prefix == MAPPED_PREFIX => IpAddr::V4(Ipv4Addr::from(*v4)),
+        _ => IpAddr::V6(Ipv6Addr::from(octets)),
     }
 }
 
-fn is_mapped(octets: &[u8; 16]) -> bool {
-    Ipv6Addr::from(*octets).to_ipv4_mapped().is_some()
+/// Whether 16 stored bytes are an IPv4 address (IPv4-mapped).
+pub fn is_mapped(octets: &[u8; 16]) -> bool {
+    octets.starts_with(&MAPPED_PREFIX)
 }
 
 fn proto_name(proto: u8) -> Option<&'static str> {

@@ -22,7 +22,7 @@ use crate::packet::PacketBuf;
 use crate::wire::ethernet::{self, EthernetFrame};
 use crate::wire::icmp::{self, icmpv4, icmpv6, IcmpPacket};
 use crate::wire::ipv4::{self, Ipv4Packet};
-use crate::wire::ipv6::{self, Ipv6Packet};
+use crate::wire::ipv6::{self, Ipv6Packet, Ipv6Repr};
 use crate::wire::{Family, Fragment, IpMeta};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -223,13 +223,18 @@ pub fn packet_too_big_v6<P: PacketBuf + ?Sized>(
         orig.vlan_tci,
         ethernet::ethertype::IPV6,
     );
-    let mut ip = Ipv6Packet::new_unchecked(ip_header);
-    ip.set_version_tc_flow(REPLY_DSCP_ECN, 0);
-    ip.set_payload_len((icmp::HEADER_LEN + quote_len) as u16);
-    ip.set_next_header(crate::datapath::flow::proto::ICMPV6);
-    ip.set_hop_limit(REPLY_TTL);
-    ip.set_src_addr(vip);
-    ip.set_dst_addr(client);
+    if let Some(header) = ip_header.first_chunk_mut() {
+        Ipv6Repr {
+            src_addr: vip,
+            dst_addr: client,
+            next_header: crate::datapath::flow::proto::ICMPV6,
+            traffic_class: REPLY_DSCP_ECN,
+            flow_label: 0,
+            payload_len: (icmp::HEADER_LEN + quote_len) as u16,
+            hop_limit: REPLY_TTL,
+        }
+        .emit(header);
+    }
     let mut icmp = IcmpPacket::new_unchecked(message);
     icmp.set_msg_type(icmpv6::PACKET_TOO_BIG);
     icmp.set_code(0);

@@ -2,7 +2,6 @@
 //! the previous snapshot, costing only what changed.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::model::{
@@ -10,6 +9,7 @@ use super::model::{
 };
 use crate::addr::VipKey;
 use crate::datapath::classify::{Classifier, VipMatch};
+use crate::datapath::flow::mapped;
 use crate::maglev::{MaglevBackend, MaglevError, MaglevTable};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,13 +26,6 @@ pub enum SnapshotError {
     IdRange(u32, u32),
     #[error("too many VIPs ({0}; at most {max})", max = crate::datapath::stats::MAX_VIPS)]
     TooManyVips(usize),
-}
-
-pub(super) fn mapped(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
-    }
 }
 
 /// A VIP spec as the caller holds it. A caller that keeps its specs in `Arc`s and passes the

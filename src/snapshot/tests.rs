@@ -4,8 +4,8 @@
 use super::*;
 use std::sync::Arc;
 
-use super::build::mapped;
 use crate::datapath::encap::EncapMode;
+use crate::datapath::flow::mapped;
 
 fn spec(id: u32, key: &str, backends: &[(u32, &str, u32, BackendState)]) -> VipSpec {
     VipSpec {

@@ -238,6 +238,61 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 }
 
+/// An option-less IPv4 header as a plain value: what the balancer writes (the outer header
+/// of an encapsulation, the header of an ICMP reply). Never a fragment: MF and the offset
+/// are 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Repr {
+    pub src_addr: Ipv4Addr,
+    pub dst_addr: Ipv4Addr,
+    pub protocol: u8,
+    /// DSCP (6 bits) and ECN (2 bits).
+    pub dscp_ecn: u8,
+    /// The whole packet's length, this header included.
+    pub total_len: u16,
+    pub ident: u16,
+    pub dont_fragment: bool,
+    pub ttl: u8,
+}
+
+impl Ipv4Repr {
+    /// Writes the header, checksum included, as five big-endian words, with the checksum
+    /// summed from the words while they are still in registers. Writing field by field (or
+    /// summing the header back from memory) makes the CPU reload bytes it has just stored in
+    /// narrower pieces, which store-to-load forwarding cannot serve: writing words saved 29
+    /// of ~65 cycles of an IPIP encapsulation (docs/benchmarks.md). Written straight into the
+    /// packet, not into a stack copy, for the same reason.
+    #[inline(always)]
+    pub fn emit(&self, header: &mut [u8; HEADER_LEN]) {
+        // Identification and flags in one select: with the caller's choice of identification
+        // (encapsulation clears it under DF) the two fold into one conditional move.
+        let ident_flags = if self.dont_fragment {
+            u32::from(self.ident) << 16 | u32::from(flags::DONT_FRAGMENT)
+        } else {
+            u32::from(self.ident) << 16
+        };
+        // Version 4, IHL 5 (no options).
+        let words: [u32; 5] = [
+            0x4500_0000 | u32::from(self.dscp_ecn) << 16 | u32::from(self.total_len),
+            ident_flags,
+            u32::from(self.ttl) << 24 | u32::from(self.protocol) << 16,
+            u32::from(self.src_addr),
+            u32::from(self.dst_addr),
+        ];
+        let sum: u64 = words.iter().map(|&w| u64::from(w)).sum();
+        let words = [
+            words[0],
+            words[1],
+            words[2] | u32::from(checksum::finish(sum)),
+            words[3],
+            words[4],
+        ];
+        for (chunk, word) in header.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+    }
+}
+
 fn addr(bytes: &[u8]) -> [u8; 4] {
     let mut out = [0; 4];
     out.copy_from_slice(bytes);
@@ -247,6 +302,54 @@ fn addr(bytes: &[u8]) -> [u8; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repr_emits_what_the_view_reads_back() {
+        for (dont_fragment, ident) in [(true, 0), (false, 0xbeef)] {
+            let repr = Ipv4Repr {
+                src_addr: Ipv4Addr::new(203, 0, 113, 5),
+                dst_addr: Ipv4Addr::new(198, 51, 100, 7),
+                protocol: 17,
+                dscp_ecn: 0xb9,
+                total_len: 48,
+                ident,
+                dont_fragment,
+                ttl: 64,
+            };
+            let mut packet = [0xaau8; 48];
+            let header = packet.first_chunk_mut().unwrap();
+            repr.emit(header);
+            let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
+            assert_eq!(ip.header_len(), HEADER_LEN);
+            assert!(ip.verify_checksum());
+            let read = Ipv4Repr {
+                src_addr: ip.src_addr(),
+                dst_addr: ip.dst_addr(),
+                protocol: ip.protocol(),
+                dscp_ecn: ip.dscp_ecn(),
+                total_len: ip.total_len(),
+                ident: ip.ident(),
+                dont_fragment: ip.dont_fragment(),
+                ttl: ip.ttl(),
+            };
+            assert_eq!(read, repr);
+            assert!(!ip.more_fragments() && ip.frag_offset() == 0);
+            // The same header the field setters and fill_checksum write.
+            let mut by_fields = [0u8; HEADER_LEN];
+            let mut view = Ipv4Packet::new_unchecked(&mut by_fields);
+            view.set_version_and_header_len(HEADER_LEN);
+            view.set_dscp_ecn(0xb9);
+            view.set_total_len(48);
+            view.set_ident(ident);
+            view.set_flags_and_frag_offset(dont_fragment, false, 0);
+            view.set_ttl(64);
+            view.set_protocol(17);
+            view.set_src_addr(repr.src_addr);
+            view.set_dst_addr(repr.dst_addr);
+            view.fill_checksum();
+            assert_eq!(packet[..HEADER_LEN], by_fields);
+        }
+    }
 
     /// 20-byte header, 4 bytes of options (IHL 6), 4 bytes of payload, 2 of padding.
     fn sample() -> Vec<u8> {

@@ -518,11 +518,9 @@ fn quoted_ports(l4: &[u8], flow: &mut FiveTuple) -> Result<(), ParseError> {
 /// The IPv4 address at `at`, IPv4-mapped (`::ffff:a.b.c.d`).
 #[inline(always)]
 fn mapped<const N: usize>(h: &[u8; N], at: usize) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    out[10] = 0xff;
-    out[11] = 0xff;
-    out[12..16].copy_from_slice(&h[at..at + 4]);
-    out
+    let mut v4 = [0u8; 4];
+    v4.copy_from_slice(&h[at..at + 4]);
+    crate::datapath::flow::mapped_v4(&v4)
 }
 
 #[inline(always)]
