@@ -345,10 +345,12 @@ test_jumbo() {
     cap=$DIR/jumbo-capture.txt
     # Directly, not through in_ns: $! must be tcpdump itself (ip netns exec execs it), and
     # a background job of a script ignores SIGINT, so it is stopped with SIGTERM.
-    ip netns exec fl-lb tcpdump -i "$PORT_TAP" -Q in -nn -l "greater 8000" >"$cap" 2>/dev/null &
+    ip netns exec fl-lb tcpdump -i "$PORT_TAP" -Q in -nn -l "greater 8000" >"$cap" 2>"$cap.err" &
     pid=$!
     echo "$pid" >"$DIR/pids/tcpdump.pid"
-    sleep 0.5
+    # Upload only once tcpdump captures: a fixed pause missed the first segments when
+    # tcpdump was slow to start (173 of 250 counted).
+    for _ in $(seq 50); do grep -q 'listening on' "$cap.err" 2>/dev/null && break; sleep 0.1; done
     out=$(in_ns c1 "$PY" "$ROOT/scripts/lab/upload.py" --vip "$vip" --bytes 2000000 --mss 8000)
     sleep 0.3
     kill -TERM "$pid" 2>/dev/null
