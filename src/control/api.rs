@@ -6,10 +6,12 @@
 //! after the VIP's `ADDR:PORT` is joined to it (`/v1/vips/192.0.2.10:80/tcp/backends`).
 //! Brackets of IPv6 addresses may be sent as they are or percent-encoded.
 
+use hdrhistogram::Histogram;
+
 use super::diff::diff;
 use super::messages::{
     ApplyReport, BackendList, BackendReply, BackendRequest, Done, ErrorBody, SnapshotReport,
-    VipList, VipReply, VipRequest, WeightRequest,
+    StatsReport, VipList, VipReply, VipRequest, VipView, WeightRequest,
 };
 use super::metrics::{self, MetricsInput};
 use super::plane::Plane;
@@ -309,17 +311,7 @@ fn dispatch(plane: &mut Plane, request: &ApiRequest) -> Result<ApiResponse, ApiE
 
         ("GET", ["v1", "health"]) => Ok(ApiResponse::json(200, &plane.health_report())),
         ("GET", ["v1", "stats"]) => {
-            plane.housekeeping();
-            let views = plane.vip_views();
-            let burst = metrics::burst_histogram(plane.dataplane());
-            let report = metrics::stats_report(
-                plane.version(),
-                plane.started().elapsed().as_secs_f64(),
-                plane.dataplane(),
-                &views,
-                &burst,
-                plane.api_counters().read(),
-            );
+            let (report, _, _) = stats(plane);
             Ok(ApiResponse::json(200, &report))
         }
         ("GET", ["v1", "snapshot"]) => Ok(ApiResponse::json(
@@ -388,7 +380,9 @@ fn backend_reply(
     })
 }
 
-fn metrics_text(plane: &mut Plane) -> ApiResponse {
+/// `GET /v1/stats`'s report, after the housekeeping that collects the workers' histograms,
+/// with the VIP views and the burst histogram it was made from (`/metrics` shows them too).
+fn stats(plane: &mut Plane) -> (StatsReport, Vec<VipView>, Histogram<u64>) {
     plane.housekeeping();
     let views = plane.vip_views();
     let burst = metrics::burst_histogram(plane.dataplane());
@@ -400,6 +394,11 @@ fn metrics_text(plane: &mut Plane) -> ApiResponse {
         &burst,
         plane.api_counters().read(),
     );
+    (report, views, burst)
+}
+
+fn metrics_text(plane: &mut Plane) -> ApiResponse {
+    let (report, views, burst) = stats(plane);
     let health = plane.health_report();
     let workers = plane.worker_versions();
     let text = metrics::prometheus(&MetricsInput {

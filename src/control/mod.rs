@@ -123,8 +123,7 @@ impl ControlPlane {
     /// Builds the state from `config` (and the state file, if configured and present: its
     /// VIPs replace the file's), publishes the first snapshot and binds the API listener.
     pub fn new(config: Config, dataplane: DataplaneHandle) -> Result<ControlPlane, ControlError> {
-        let initial = Initial::load(&config)?;
-        ControlPlane::start(config, initial, dataplane, Options::default())
+        ControlPlane::with_options(config, dataplane, Options::default())
     }
 
     pub fn with_options(
@@ -410,17 +409,7 @@ impl Initial {
     /// backend starts healthy (health checks have not run yet); drained ones and weight 0
     /// drain.
     pub fn specs(&self) -> Vec<crate::snapshot::VipSpec> {
-        plane::specs_of(
-            &self.desired,
-            |b| {
-                if b.drained || b.weight == 0 {
-                    crate::snapshot::BackendState::Draining
-                } else {
-                    crate::snapshot::BackendState::Active
-                }
-            },
-            |b| b.mac.map(|m| m.0),
-        )
+        plane::specs_of(&self.desired, plane::intended_state, |b| b.mac.map(|m| m.0))
     }
 
     /// The state to run, written to a fresh state file first.

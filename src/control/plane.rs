@@ -233,11 +233,8 @@ impl Plane {
     fn backend_state(&self, b: &BackendRecord) -> BackendState {
         if self.checks.status(b.id) == HealthStatus::Down {
             BackendState::Down
-        } else if b.drained || b.weight == 0 {
-            // Weight 0 drains as an explicit drain does: tracked flows stay.
-            BackendState::Draining
         } else {
-            BackendState::Active
+            intended_state(b)
         }
     }
 
@@ -430,6 +427,16 @@ impl Plane {
     /// The running configuration: the file's sections with the current VIPs.
     pub fn running_config(&self) -> Result<Config, ApiError> {
         self.desired.to_config(&self.base)
+    }
+}
+
+/// What the operator asked of a backend, health aside: weight 0 drains as an explicit drain
+/// does (tracked flows stay), otherwise it is active.
+pub(crate) fn intended_state(b: &BackendRecord) -> BackendState {
+    if b.drained || b.weight == 0 {
+        BackendState::Draining
+    } else {
+        BackendState::Active
     }
 }
 
